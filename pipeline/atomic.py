@@ -1,0 +1,59 @@
+"""Atomic writes: a killed run never leaves a half-written file that looks finished.
+
+Everything is written to a temporary sibling and renamed into place; `os.replace` is atomic on POSIX
+when source and destination are on the same filesystem, which a sibling guarantees.
+"""
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any, Iterator
+
+import cv2
+import numpy as np
+
+
+@contextmanager
+def atomic_path(path: Path) -> Iterator[Path]:
+    """Yield a temporary path next to `path`; rename it onto `path` only if the block succeeds."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".part" + path.suffix, dir=path.parent)
+    os.close(fd)
+    tmp_path = Path(tmp)
+    try:
+        yield tmp_path
+        os.replace(tmp_path, path)
+    finally:
+        if tmp_path.exists():
+            tmp_path.unlink()
+
+
+def write_bytes(path: Path, data: bytes) -> None:
+    with atomic_path(path) as tmp:
+        with open(tmp, "wb") as handle:
+            handle.write(data)
+            handle.flush()
+            os.fsync(handle.fileno())
+
+
+def write_text(path: Path, text: str) -> None:
+    write_bytes(path, text.encode("utf-8"))
+
+
+def write_json(path: Path, obj: Any, indent: int | None = 1) -> None:
+    write_text(path, json.dumps(obj, indent=indent, allow_nan=False) + "\n")
+
+
+def write_image(path: Path, image: np.ndarray, params: list[int] | None = None) -> None:
+    """Encode in memory and write atomically; `image` is what cv2 expects (BGR or single channel)."""
+    ok, encoded = cv2.imencode(Path(path).suffix or ".png", image, params or [])
+    if not ok:
+        raise OSError(f"could not encode image for {path}")
+    # No fsync per face: thousands of small files would make extraction disk-bound; the rename alone
+    # still guarantees that a file with the final name is complete.
+    with atomic_path(path) as tmp:
+        tmp.write_bytes(encoded.tobytes())

@@ -1,0 +1,88 @@
+"""The `deid` command line. Sub-commands map one-to-one to stages plus `run` and `demo`.
+
+Input mistakes end in one line on stderr (`deid: error: ...`) and exit status 2; interruptions exit 130
+after the stage has recorded that it was interrupted.
+"""
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from pathlib import Path
+from typing import Sequence
+
+from pipeline.errors import DeidError
+
+
+def _extract_args(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("input", type=Path, help="a video file or a folder of images")
+    parser.add_argument("-o", "--output", type=Path, required=True, help="output folder")
+    parser.add_argument("--every", type=int, default=1, help="process every N-th frame (default 1)")
+    parser.add_argument("--detector", choices=("mtcnn", "hog"), default="mtcnn")
+    parser.add_argument("--size", type=int, default=256, help="aligned crop size in px (default 256)")
+    parser.add_argument("--centering", choices=("head", "face", "legacy"), default="head")
+    parser.add_argument("--device", default="auto", help="auto | cpu | cuda (default auto)")
+    parser.add_argument("--detect-every", type=int, default=1,
+                        help="run the detector every K processed frames, track landmarks in between (default 1)")
+    parser.add_argument("--detect-scale", type=float, default=1.0,
+                        help="downscale frames by this factor for detection only (default 1.0)")
+    parser.add_argument("--min-face-size", type=int, default=40, help="smallest face in px (default 40)")
+    parser.add_argument("--batch-size", type=int, default=8, help="frames per detector batch (default 8)")
+    parser.add_argument("--identity", action="store_true", help="store the 128-d face_recognition embedding")
+    parser.add_argument("--save-frames", action="store_true", help="also write every processed frame as PNG")
+    parser.add_argument("--force", action="store_true", help="re-run even if the outputs are up to date")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="deid", description="Video de-identification: face swap with proof.")
+    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    parser.add_argument("-q", "--quiet", action="store_true", help="warnings only, no progress bars")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    _extract_args(sub.add_parser("extract", help="detect, landmark and align every face of a video or image folder"))
+
+    run = sub.add_parser("run", help="run every stage of a pipeline.yaml that is not up to date")
+    run.add_argument("config", nargs="?", type=Path, default=Path("pipeline.yaml"))
+    run.add_argument("--force", action="store_true", help="re-run every stage")
+
+    demo = sub.add_parser("demo", help="build the built-in example (two public-domain portraits) and run it")
+    demo.add_argument("-o", "--output", type=Path, default=Path("deid-demo"))
+    demo.add_argument("--device", default="auto")
+    demo.add_argument("--force", action="store_true")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    level = logging.DEBUG if args.verbose else logging.WARNING if args.quiet else logging.INFO
+    logging.basicConfig(level=level, format="%(asctime)s %(name)s: %(message)s", datefmt="%H:%M:%S")
+    progress = not args.quiet
+    try:
+        return _dispatch(args, progress)
+    except DeidError as exc:
+        print(f"deid: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("deid: interrupted; finished work is kept, run the same command again to resume", file=sys.stderr)
+        return 130
+
+
+def _dispatch(args: argparse.Namespace, progress: bool) -> int:
+    if args.command == "extract":
+        from pipeline.commands import run_extract
+
+        run_extract(args, progress)
+    elif args.command == "run":
+        from pipeline.config import load_config
+        from pipeline.workflow import run_pipeline
+
+        run_pipeline(load_config(args.config), force=args.force, progress=progress)
+    elif args.command == "demo":
+        from pipeline.demo import run_demo
+
+        run_demo(args.output, device=args.device, force=args.force, progress=progress)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,170 @@
+"""pipeline.yaml -> typed, validated objects.
+
+Each section is a frozen dataclass; the field names are the YAML keys and the defaults are the
+defaults documented in pipeline.yaml. Loading is strict: an unknown key or a value of the wrong type
+is a `ConfigError` that names the exact key (`extract.size`) and the file, because a typo that is
+silently ignored costs a user a night of GPU time.
+"""
+from __future__ import annotations
+
+import dataclasses
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal, Mapping
+
+import yaml
+
+from pipeline.errors import ConfigError
+
+Device = Literal["auto", "cpu", "cuda"]
+DetectorName = Literal["mtcnn", "hog"]
+Centering = Literal["head", "face", "legacy"]
+MaskName = Literal["components", "extended"]
+
+
+@dataclass(frozen=True)
+class ExtractConfig:
+    detector: DetectorName = "mtcnn"
+    size: int = 256
+    centering: Centering = "head"
+    every: int = 1
+    detect_every: int = 1
+    min_face_size: int = 40
+    detect_scale: float = 1.0
+    batch_size: int = 8
+    masks: tuple[MaskName, ...] = ("components", "extended")
+    identity: bool = False
+    save_frames: bool = False
+
+    def __post_init__(self) -> None:
+        _check_range("extract.size", self.size, 32, 2048)
+        _check_range("extract.every", self.every, 1, 100000)
+        _check_range("extract.detect_every", self.detect_every, 1, 1000)
+        _check_range("extract.min_face_size", self.min_face_size, 12, 4096)
+        _check_range("extract.batch_size", self.batch_size, 1, 1024)
+        if not 0.05 <= self.detect_scale <= 1.0:
+            raise ConfigError(f"extract.detect_scale must be in 0.05..1.0, got {self.detect_scale}")
+
+
+@dataclass(frozen=True)
+class PipelineConfig:
+    pair: str = "pair"
+    runs_dir: Path = Path("runs")
+    target: Path | None = None
+    donor: Path | None = None
+    device: Device = "auto"
+    extract: ExtractConfig = field(default_factory=ExtractConfig)
+
+    def __post_init__(self) -> None:
+        if not self.pair or "/" in self.pair or self.pair.startswith("."):
+            raise ConfigError(f"pair must be a plain folder name, got {self.pair!r}")
+
+
+def _check_range(key: str, value: int, low: int, high: int) -> None:
+    if not low <= value <= high:
+        raise ConfigError(f"{key} must be in {low}..{high}, got {value}")
+
+
+def load_config(path: Path) -> PipelineConfig:
+    """Read a pipeline.yaml; relative paths in it are relative to the file's folder."""
+    path = Path(path)
+    try:
+        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise ConfigError(f"{path}: no such config file (copy pipeline.yaml from the project root)") from None
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" line {mark.line + 1}" if mark is not None else ""
+        raise ConfigError(f"{path}:{where} is not valid YAML ({getattr(exc, 'problem', exc)})") from None
+    if raw is None:
+        raw = {}
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{path}: the top level must be a mapping of keys, got {type(raw).__name__}")
+    try:
+        config = build(PipelineConfig, raw, prefix="")
+    except ConfigError as exc:
+        raise ConfigError(f"{path}: {exc}") from None
+    return _resolve_paths(config, path.parent.resolve())
+
+
+def config_from_mapping(raw: Mapping[str, Any], base_dir: Path) -> PipelineConfig:
+    return _resolve_paths(build(PipelineConfig, dict(raw), prefix=""), Path(base_dir).resolve())
+
+
+def _resolve_paths(config: PipelineConfig, base: Path) -> PipelineConfig:
+    def resolve(p: Path | None) -> Path | None:
+        return None if p is None else (p if p.is_absolute() else base / p)
+
+    return dataclasses.replace(
+        config, runs_dir=resolve(config.runs_dir), target=resolve(config.target), donor=resolve(config.donor)
+    )
+
+
+def build(cls: type, raw: Mapping[str, Any], prefix: str) -> Any:
+    """Instantiate dataclass `cls` from a mapping, checking every key and type."""
+    if not isinstance(raw, Mapping):
+        raise ConfigError(f"{prefix.rstrip('.') or 'config'} must be a mapping, got {type(raw).__name__}")
+    hints = typing.get_type_hints(cls)
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    unknown = [k for k in raw if k not in fields]
+    if unknown:
+        raise ConfigError(
+            f"unknown key '{prefix}{unknown[0]}' (known keys{' in ' + prefix.rstrip('.') if prefix else ''}: "
+            f"{', '.join(fields)})"
+        )
+    kwargs = {name: _coerce(f"{prefix}{name}", hints[name], value) for name, value in raw.items()}
+    return cls(**kwargs)
+
+
+def _coerce(key: str, hint: Any, value: Any) -> Any:
+    origin = typing.get_origin(hint)
+    args = typing.get_args(hint)
+    if dataclasses.is_dataclass(hint):
+        return build(hint, value if value is not None else {}, prefix=f"{key}.")
+    if origin in (typing.Union, types.UnionType):
+        if value is None and type(None) in args:
+            return None
+        inner = [a for a in args if a is not type(None)]
+        return _coerce(key, inner[0], value)
+    if origin is Literal:
+        if value not in args:
+            raise ConfigError(f"{key} must be one of {', '.join(map(str, args))}; got {value!r}")
+        return value
+    if origin is tuple:
+        if isinstance(value, str) or not isinstance(value, (list, tuple)):
+            raise ConfigError(f"{key} must be a list, got {value!r}")
+        return tuple(_coerce(f"{key}[{i}]", args[0], v) for i, v in enumerate(value))
+    if hint is bool:
+        if not isinstance(value, bool):
+            raise ConfigError(f"{key} must be true or false, got {value!r}")
+        return value
+    if hint is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ConfigError(f"{key} must be an integer, got {value!r}")
+        return value
+    if hint is float:
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise ConfigError(f"{key} must be a number, got {value!r}")
+        return float(value)
+    if hint is str:
+        if not isinstance(value, str):
+            raise ConfigError(f"{key} must be a string, got {value!r}")
+        return value
+    if hint is Path:
+        if not isinstance(value, str) or not value:
+            raise ConfigError(f"{key} must be a path string, got {value!r}")
+        return Path(value).expanduser()
+    raise TypeError(f"unsupported config type {hint!r} for {key}")  # a bug in this module, not user input
+
+
+def as_plain(obj: Any) -> Any:
+    """A JSON-able view of a config object, for the manifest and state files."""
+    if dataclasses.is_dataclass(obj):
+        return {f.name: as_plain(getattr(obj, f.name)) for f in dataclasses.fields(obj)}
+    if isinstance(obj, (list, tuple)):
+        return [as_plain(v) for v in obj]
+    if isinstance(obj, Path):
+        return str(obj)
+    return obj

@@ -1,0 +1,81 @@
+"""`deid run`: turn a PipelineConfig into the stages of one pair and run them in order.
+
+Layout under runs/<pair>/ (DESIGN.md): extract/<video-id>/ for the target and the donor, and
+manifest.json recording every stage. Later stages (clean, train, convert, evaluate) append here.
+"""
+from __future__ import annotations
+
+import hashlib
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+
+from pipeline.config import PipelineConfig, as_plain
+from pipeline.errors import ConfigError
+from pipeline.runner import Manifest, StageOutcome, StageSpec, run_stage
+
+log = logging.getLogger("deid.run")
+
+
+@dataclass(frozen=True)
+class PairLayout:
+    root: Path
+    target_id: str
+    donor_id: str
+
+    @property
+    def manifest(self) -> Path:
+        return self.root / "manifest.json"
+
+    def extract_dir(self, video_id: str) -> Path:
+        return self.root / "extract" / video_id
+
+
+def layout(config: PipelineConfig) -> PairLayout:
+    if config.target is None or config.donor is None:
+        missing = "target" if config.target is None else "donor"
+        raise ConfigError(f"pipeline config: '{missing}' is not set; give the path of a video or image folder")
+    target_id, donor_id = video_id(config.target), video_id(config.donor)
+    if target_id == donor_id:
+        # Two inputs with the same file name (a/clip.mp4, b/clip.mp4) must not share a folder.
+        target_id, donor_id = f"{target_id}-{_short_hash(config.target)}", f"{donor_id}-{_short_hash(config.donor)}"
+    return PairLayout(root=Path(config.runs_dir) / config.pair, target_id=target_id, donor_id=donor_id)
+
+
+def video_id(path: Path) -> str:
+    return Path(path).stem if Path(path).is_file() else Path(path).name
+
+
+def _short_hash(path: Path) -> str:
+    return hashlib.sha256(str(Path(path).resolve()).encode()).hexdigest()[:8]
+
+
+def extract_spec(key: str, source: Path, out_dir: Path, config: PipelineConfig, progress: bool = True) -> StageSpec:
+    from stages.extract import extract
+
+    return StageSpec(
+        key=key,
+        inputs={"video": source},
+        params={"device": config.device, **as_plain(config.extract)},
+        outputs=[out_dir / "alignments.json"],
+        run=lambda: extract(source, out_dir, config.extract, device=config.device, progress=progress),
+    )
+
+
+def plan(config: PipelineConfig, progress: bool = True) -> tuple[PairLayout, list[StageSpec]]:
+    pair = layout(config)
+    specs = [
+        extract_spec(f"extract:{pair.target_id}", config.target, pair.extract_dir(pair.target_id), config, progress),
+        extract_spec(f"extract:{pair.donor_id}", config.donor, pair.extract_dir(pair.donor_id), config, progress),
+    ]
+    return pair, specs
+
+
+def run_pipeline(config: PipelineConfig, force: bool = False, progress: bool = True) -> list[StageOutcome]:
+    pair, specs = plan(config, progress)
+    manifest = Manifest(pair.manifest)
+    outcomes = [run_stage(spec, manifest, force=force) for spec in specs]
+    ran = [o.key for o in outcomes if o.ran]
+    log.info("pair %s: %d stage(s) ran, %d up to date; outputs in %s", config.pair, len(ran),
+             len(outcomes) - len(ran), pair.root)
+    return outcomes
