@@ -58,7 +58,7 @@ class _Track:
 
 
 def extract(input_path: Path, out_dir: Path, config: ExtractConfig, device: str = "auto",
-            progress: bool = True) -> dict[str, Any]:
+            progress: bool = True, checkpoint_seconds: float = CHECKPOINT_SECONDS) -> dict[str, Any]:
     """Run the stage; returns the summary recorded in the manifest."""
     info = probe(input_path)
     out_dir = Path(out_dir)
@@ -90,7 +90,7 @@ def extract(input_path: Path, out_dir: Path, config: ExtractConfig, device: str 
                     write_image(out_dir / "frames" / f"{index:06d}.png", cv2.cvtColor(image, cv2.COLOR_RGB2BGR))
             processed += len(batch)
             bar.update(len(batch))
-            if time.monotonic() - last_checkpoint > CHECKPOINT_SECONDS:
+            if time.monotonic() - last_checkpoint > checkpoint_seconds:
                 write_json(out_dir / PARTIAL, {"sha256": input_hash, "params": params,
                                                "next_frame": decoded, "frames": frames}, indent=None)
                 last_checkpoint = time.monotonic()

@@ -1,0 +1,26 @@
+#!/usr/bin/env bash
+# Install deid and everything it needs into the active Python environment (use a venv).
+#   python3 -m venv .venv && . .venv/bin/activate && bash install.sh
+# Steps, and why they are not a plain `pip install .`:
+#   1. ffmpeg/ffprobe: the video decoder and encoder (a system package, not a Python one).
+#   2. deid with its dependencies; dlib comes as the prebuilt `dlib-bin` wheel (the `dlib` sdist compiles
+#      for many minutes).
+#   3. face_recognition with --no-deps: it declares the `dlib` sdist, which dlib-bin already provides.
+set -euo pipefail
+cd "$(dirname "$0")"
+
+if ! command -v ffmpeg >/dev/null 2>&1 || ! command -v ffprobe >/dev/null 2>&1; then
+  if command -v apt-get >/dev/null 2>&1; then
+    SUDO=""; [ "$(id -u)" -ne 0 ] && SUDO="sudo"
+    $SUDO apt-get update -qq && $SUDO apt-get install -y -qq ffmpeg
+  else
+    echo "install.sh: ffmpeg (with ffprobe) is required; install it with your package manager" >&2
+    exit 1
+  fi
+fi
+
+PIP="python -m pip"
+$PIP install --upgrade --quiet pip
+$PIP install --quiet -e ".[test]"
+$PIP install --quiet --no-deps "face_recognition==1.3.0"
+python -c "import torch, dlib, face_recognition, cv2; print('deid installed: torch', torch.__version__, '| CUDA', torch.cuda.is_available(), '| dlib', dlib.__version__, '| opencv', cv2.__version__)"

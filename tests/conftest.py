@@ -1,0 +1,39 @@
+"""Shared fixtures: the real test media in ../shared/data and extractions reused across tests."""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+SHARED_DATA = ROOT.parent / "shared" / "data"
+
+# Torch and OpenCV would otherwise each start a thread per core on top of each other.
+os.environ.setdefault("OMP_NUM_THREADS", "2")
+
+
+@pytest.fixture(scope="session")
+def data_dir() -> Path:
+    if not SHARED_DATA.is_dir():
+        pytest.skip(f"real test media not found at {SHARED_DATA}")
+    return SHARED_DATA
+
+
+@pytest.fixture(scope="session")
+def extracted(tmp_path_factory, data_dir):
+    """Extract a shared video once per session (default settings) and hand back its output folder."""
+    from pipeline.config import ExtractConfig
+    from stages.extract import extract
+
+    cache: dict[str, Path] = {}
+
+    def get(name: str, **overrides) -> Path:
+        key = name + repr(sorted(overrides.items()))
+        if key not in cache:
+            out = tmp_path_factory.mktemp("extract")
+            extract(data_dir / name, out, ExtractConfig(**overrides), device="cpu", progress=False)
+            cache[key] = out
+        return cache[key]
+
+    return get
