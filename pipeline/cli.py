@@ -27,6 +27,8 @@ def _extract_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--detect-scale", type=float, default=1.0,
                         help="downscale frames by this factor for detection only (default 1.0)")
     parser.add_argument("--min-face-size", type=int, default=40, help="smallest face in px (default 40)")
+    parser.add_argument("--min-score", type=float, default=0.9,
+                        help="mtcnn: lowest face probability kept (default 0.9)")
     parser.add_argument("--batch-size", type=int, default=8, help="frames per detector batch (default 8)")
     parser.add_argument("--identity", action="store_true", help="store the 128-d face_recognition embedding")
     parser.add_argument("--save-frames", action="store_true", help="also write every processed frame as PNG")

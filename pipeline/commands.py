@@ -19,6 +19,7 @@ def run_extract(args: argparse.Namespace, progress: bool) -> None:
         extract_config = ExtractConfig(detector=args.detector, size=args.size, centering=args.centering,
                                        every=args.every, detect_every=args.detect_every,
                                        detect_scale=args.detect_scale, min_face_size=args.min_face_size,
+                                       min_score=args.min_score,
                                        batch_size=args.batch_size, identity=args.identity,
                                        save_frames=args.save_frames)
     except ConfigError as exc:

@@ -32,6 +32,7 @@ class ExtractConfig:
     every: int = 1
     detect_every: int = 1
     min_face_size: int = 40
+    min_score: float = 0.9
     detect_scale: float = 1.0
     batch_size: int = 8
     masks: tuple[MaskName, ...] = ("components", "extended")
@@ -44,6 +45,8 @@ class ExtractConfig:
         _check_range("extract.detect_every", self.detect_every, 1, 1000)
         _check_range("extract.min_face_size", self.min_face_size, 12, 4096)
         _check_range("extract.batch_size", self.batch_size, 1, 1024)
+        if not 0.0 <= self.min_score <= 1.0:
+            raise ConfigError(f"extract.min_score must be in 0..1, got {self.min_score}")
         if not 0.05 <= self.detect_scale <= 1.0:
             raise ConfigError(f"extract.detect_scale must be in 0.05..1.0, got {self.detect_scale}")
 

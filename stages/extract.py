@@ -16,6 +16,7 @@ import json
 import logging
 import os
 import time
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable, Iterator
@@ -81,21 +82,24 @@ def extract(input_path: Path, out_dir: Path, config: ExtractConfig, device: str 
                dynamic_ncols=True)
     track = _Track()
     decoded = 0
-    try:
-        for batch in _batches(iter_frames(info, config.every), config.batch_size, skip_before=next_frame):
-            decoded = batch[-1][0] + 1
-            for (index, image), faces in zip(batch, _find_faces(batch, models, config, track)):
-                frames[str(index)] = _write_faces(out_dir, index, image, faces, models, config)
-                if config.save_frames:
-                    write_image(out_dir / "frames" / f"{index:06d}.png", cv2.cvtColor(image, cv2.COLOR_RGB2BGR))
-            processed += len(batch)
-            bar.update(len(batch))
-            if time.monotonic() - last_checkpoint > checkpoint_seconds:
-                write_json(out_dir / PARTIAL, {"sha256": input_hash, "params": params,
-                                               "next_frame": decoded, "frames": frames}, indent=None)
-                last_checkpoint = time.monotonic()
-    finally:
-        bar.close()
+    # Image encoding releases the GIL, so one writer thread overlaps PNG writes with detection.
+    with _Writer() as writer:
+        try:
+            for batch in _batches(iter_frames(info, config.every), config.batch_size, skip_before=next_frame):
+                decoded = batch[-1][0] + 1
+                for (index, image), faces in zip(batch, _find_faces(batch, models, config, track)):
+                    frames[str(index)] = _write_faces(writer, out_dir, index, image, faces, models, config)
+                    if config.save_frames:
+                        writer.image(out_dir / "frames" / f"{index:06d}.png", cv2.cvtColor(image, cv2.COLOR_RGB2BGR))
+                processed += len(batch)
+                bar.update(len(batch))
+                if time.monotonic() - last_checkpoint > checkpoint_seconds:
+                    writer.wait()  # a checkpoint may only name faces that are on disk
+                    write_json(out_dir / PARTIAL, {"sha256": input_hash, "params": params,
+                                                   "next_frame": decoded, "frames": frames}, indent=None)
+                    last_checkpoint = time.monotonic()
+        finally:
+            bar.close()
     decoded = max(decoded, next_frame)
     seconds = time.perf_counter() - start
 
@@ -105,7 +109,7 @@ def extract(input_path: Path, out_dir: Path, config: ExtractConfig, device: str 
         "video": {**info.as_json(), "sha256": input_hash, "frames": frame_count},
         "extractor": {"detector": config.detector, "landmarks": "dlib68", "size": config.size,
                       "centering": config.centering, "every": config.every, "detect_every": config.detect_every,
-                      "min_face_size": config.min_face_size, "detect_scale": config.detect_scale,
+                      "min_face_size": config.min_face_size, "min_score": config.min_score, "detect_scale": config.detect_scale,
                       "masks": list(config.masks)},
         "frames": {k: frames[k] for k in sorted(frames, key=int)},
     }
@@ -176,7 +180,8 @@ def _find_faces(batch: list[tuple[int, np.ndarray]], models: _Models, config: Ex
         if i not in detected and not track.rects:
             detected[i] = _detect(models.detector, [image], config.detect_scale)[0]
         if i in detected:
-            kept = [face for face in detected[i] if min(face.rect.w, face.rect.h) >= config.min_face_size]
+            kept = [face for face in detected[i] if min(face.rect.w, face.rect.h) >= config.min_face_size
+                    and (models.detector.name != "mtcnn" or face.score >= config.min_score)]
             rects = [models.detector.landmark_rect(face) for face in kept]
             faces = [(face, models.landmarks.predict(image, rect)) for face, rect in zip(kept, rects)]
         else:
@@ -217,19 +222,47 @@ def _scale_face(face: FaceBox, factor: float) -> FaceBox:
                    None if face.keypoints is None else face.keypoints * factor, face.tracked)
 
 
-def _write_faces(out_dir: Path, index: int, image: np.ndarray, faces: list[tuple[FaceBox, np.ndarray]],
+class _Writer:
+    """Writes images on one background thread; `wait` re-raises the first failure."""
+
+    def __init__(self) -> None:
+        self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="deid-writer")
+        self._pending: list[Future] = []
+
+    def image(self, path: Path, image: np.ndarray) -> None:
+        self._pending.append(self._pool.submit(write_image, path, image))
+        if len(self._pending) > 256:  # bound memory if the disk is slower than detection
+            self.wait()
+
+    def wait(self) -> None:
+        pending, self._pending = self._pending, []
+        for future in pending:
+            future.result()
+
+    def __enter__(self) -> "_Writer":
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        try:
+            if exc_info[0] is None:
+                self.wait()
+        finally:
+            self._pool.shutdown(wait=True)
+
+
+def _write_faces(writer: _Writer, out_dir: Path, index: int, image: np.ndarray, faces: list[tuple[FaceBox, np.ndarray]],
                  models: _Models, config: ExtractConfig) -> list[dict]:
     bgr = cv2.cvtColor(image, cv2.COLOR_RGB2BGR)
     records = []
     for i, (face, landmarks) in enumerate(faces):
         name = f"{index:06d}_{i}.png"
         matrix = crop_matrix(landmarks, config.size, config.centering)
-        write_image(out_dir / "faces" / name, warp_face(bgr, matrix, config.size))
+        writer.image(out_dir / "faces" / name, warp_face(bgr, matrix, config.size))
         crop_landmarks = transform_points(landmarks, matrix)
         masks = {}
         for kind in config.masks:
             masks[kind] = f"masks/{kind}/{name}"
-            write_image(out_dir / masks[kind], hull_mask(crop_landmarks, config.size, kind))
+            writer.image(out_dir / masks[kind], hull_mask(crop_landmarks, config.size, kind))
         r = face.rect
         record: dict[str, Any] = {
             "box": [round(float(v), 2) for v in (r.x, r.y, r.w, r.h)],

@@ -165,8 +165,8 @@ def _iter_video(info: MediaInfo, every: int) -> Iterator[tuple[int, np.ndarray]]
     index = 0
     try:
         while True:
-            buffer = process.stdout.read(frame_bytes)
-            if len(buffer) < frame_bytes:
+            buffer = bytearray(frame_bytes)  # fresh and writable: consumers may keep or modify the frame
+            if process.stdout.readinto(buffer) < frame_bytes:
                 break
             if index % every == 0:
                 yield index, np.frombuffer(buffer, np.uint8).reshape(info.height, info.width, 3)

@@ -180,7 +180,7 @@ def test_unwritable_output_with_a_real_video(tmp_path, data_dir, capsys):
 def test_rerun_is_skipped_and_a_changed_argument_reruns(tmp_path, data_dir, capsys):
     argv = ["-q", "extract", str(data_dir / "video" / "single_face.mp4"), "-o", str(tmp_path), "--every", "24"]
     assert main(argv) == 0
-    assert "skipped" not in capsys.readouterr().out
+    assert "(up to date, skipped)" not in capsys.readouterr().out
     stamp = (tmp_path / "alignments.json").stat().st_mtime_ns
     assert main(argv) == 0
     assert "up to date, skipped" in capsys.readouterr().out
@@ -229,7 +229,11 @@ def test_mtcnn_boxes_are_converted_to_dlib_landmark_boxes(data_dir):
 
     mtcnn, hog, model = make_detector("mtcnn", torch.device("cpu"), 40), make_detector("hog", torch.device("cpu"), 40), LandmarkModel()
     errors = []
-    for path in sorted((data_dir / "images").glob("*-ph.jpg")) + [data_dir / "images" / "single_face.jpg"]:
+    # Frontal faces only: on the ~60 degree profile in 45-m7-di-ph.jpg dlib's 68-point model is unreliable
+    # from any box (its own HOG box is half outside the image there).
+    frontal = ["0-f1-su-ph.jpg", "0-f15-hao-ph.jpg", "15-f13-anc-ph.jpg", "single_face.jpg"]
+    photos = [data_dir / "images" / name for name in frontal] + sorted((data_dir / "identities").glob("*/*.jpg"))
+    for path in photos:
         image = face_recognition.load_image_file(path)
         (reference,) = hog.detect([image])[0][:1]
         (face,) = mtcnn.detect([image])[0][:1]
@@ -237,4 +241,4 @@ def test_mtcnn_boxes_are_converted_to_dlib_landmark_boxes(data_dir):
         got = model.predict(image, mtcnn.landmark_rect(face))
         inter_ocular = np.linalg.norm(np.subtract(*eye_centres(expected)))
         errors.append(np.abs(got - expected).mean() / inter_ocular)
-    assert len(errors) == 5 and max(errors) < 0.03, errors
+    assert len(errors) == 9 and max(errors) < 0.03, errors

@@ -1,0 +1,40 @@
+"""The built-in example end to end, and the CLI surface."""
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+from pipeline.cli import main
+
+
+def test_demo_runs_every_stage_and_reruns_nothing(tmp_path, capsys):
+    out = tmp_path / "demo"
+    assert main(["-q", "demo", "-o", str(out), "--device", "cpu"]) == 0
+    printed = capsys.readouterr().out
+    assert "outputs in" in printed
+    manifest = json.loads((out / "runs" / "demo" / "manifest.json").read_text())
+    assert set(manifest["stages"]) == {"extract:astronaut", "extract:grace_hopper"}
+    for key, record in manifest["stages"].items():
+        assert record["status"] == "done"
+        # Every frame of the built-in clips shows one face.
+        assert record["summary"]["frames_with_one_face"] == record["summary"]["frames"] > 0, key
+        video_id = key.split(":")[1]
+        alignments = json.loads((out / "runs" / "demo" / "extract" / video_id / "alignments.json").read_text())
+        assert alignments["video"]["has_audio"]
+
+    assert main(["demo", "-o", str(out), "--device", "cpu"]) == 0
+    assert printed.count("ran") == 2 and capsys.readouterr().out.count("up to date") == 2
+
+
+def test_run_without_target_names_the_key(tmp_path, capsys):
+    config = tmp_path / "pipeline.yaml"
+    config.write_text("pair: x\ndonor: b.mp4\n")
+    assert main(["run", str(config)]) == 2
+    assert "'target' is not set" in capsys.readouterr().err
+
+
+def test_console_script_help_lists_commands():
+    result = subprocess.run([sys.executable, "-m", "pipeline.cli", "--help"], capture_output=True, text=True, check=True)
+    for command in ("extract", "run", "demo"):
+        assert command in result.stdout
