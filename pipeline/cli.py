@@ -35,6 +35,27 @@ def _extract_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--force", action="store_true", help="re-run even if the outputs are up to date")
 
 
+def _clean_args(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("input", type=Path, help="an extract (or clean) output folder")
+    parser.add_argument("-o", "--output", type=Path, required=True, help="output folder")
+    parser.add_argument("--reference", type=Path, action="append", default=[], metavar="IMG",
+                        help="photo of the person to keep (repeatable); without one, the input's dominant identity")
+    parser.add_argument("--reference-mode", choices=("mean", "closest"), default="mean",
+                        help="distance to the mean of the references or to the closest one (default mean)")
+    parser.add_argument("--threshold", type=float, default=0.6, help="identity distance threshold (default 0.6)")
+    parser.add_argument("--min-size", type=int, default=40, help="smallest face box side in px (0 = off)")
+    parser.add_argument("--blur", type=float, default=0.35, metavar="RATIO",
+                        help="reject faces less sharp than RATIO x the input's median sharpness (0 = off)")
+    parser.add_argument("--max-landmark-distance", type=float, default=0.1,
+                        help="landmark misfit limit in face units (0 = off)")
+    parser.add_argument("--max-yaw", type=float, default=50.0, help="degrees (0 = off)")
+    parser.add_argument("--max-pitch", type=float, default=40.0, help="degrees (0 = off)")
+    parser.add_argument("--dedupe", action="store_true", help="drop near-duplicate consecutive faces")
+    parser.add_argument("--dedupe-threshold", type=float, default=3.0, help="mean grey-level difference")
+    parser.add_argument("--max-faces", type=int, default=0, help="keep at most N, the most varied (0 = all)")
+    parser.add_argument("--force", action="store_true", help="re-run even if the outputs are up to date")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="deid", description="Video de-identification: face swap with proof.")
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
@@ -42,6 +63,13 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     _extract_args(sub.add_parser("extract", help="detect, landmark and align every face of a video or image folder"))
+
+    _clean_args(sub.add_parser("clean", help="keep the target's good faces; log every rejection with its reason"))
+
+    sort = sub.add_parser("sort", help="write a sorted view (symlinks + index.csv) of an extract folder")
+    sort.add_argument("input", type=Path, help="an extract (or clean) output folder")
+    sort.add_argument("--by", choices=("face", "blur", "yaw", "size", "hist"), default="face")
+    sort.add_argument("-o", "--output", type=Path, required=True)
 
     run = sub.add_parser("run", help="run every stage of a pipeline.yaml that is not up to date")
     run.add_argument("config", nargs="?", type=Path, default=Path("pipeline.yaml"))
@@ -74,6 +102,15 @@ def _dispatch(args: argparse.Namespace, progress: bool) -> int:
         from pipeline.commands import run_extract
 
         run_extract(args, progress)
+    elif args.command == "clean":
+        from pipeline.commands import run_clean
+
+        run_clean(args, progress)
+    elif args.command == "sort":
+        from stages.sort import sort_faces
+
+        index = sort_faces(args.input, args.output, args.by, progress)
+        print(f"sorted by {args.by}: {index}")
     elif args.command == "run":
         from pipeline.config import load_config
         from pipeline.workflow import run_pipeline

@@ -7,14 +7,17 @@ from __future__ import annotations
 
 import argparse
 
-from pipeline.config import ExtractConfig, PipelineConfig
+from pipeline.config import CleanConfig, ExtractConfig, PipelineConfig
+from pipeline.errors import ConfigError
 from pipeline.runner import Manifest, run_stage
-from pipeline.workflow import extract_spec
+from pipeline.workflow import clean_spec, extract_spec
+
+
+def _cli_error(command: str, exc: ConfigError, section: str) -> ConfigError:
+    return ConfigError(f"deid {command}: {str(exc).replace(section + '.', '--').replace('_', '-')}")
 
 
 def run_extract(args: argparse.Namespace, progress: bool) -> None:
-    from pipeline.errors import ConfigError
-
     try:
         extract_config = ExtractConfig(detector=args.detector, size=args.size, centering=args.centering,
                                        every=args.every, detect_every=args.detect_every,
@@ -23,11 +26,28 @@ def run_extract(args: argparse.Namespace, progress: bool) -> None:
                                        batch_size=args.batch_size, identity=args.identity,
                                        save_frames=args.save_frames)
     except ConfigError as exc:
-        raise ConfigError(f"deid extract: {str(exc).replace('extract.', '--').replace('_', '-')}") from None
+        raise _cli_error("extract", exc, "extract") from None
     config = PipelineConfig(device=args.device, extract=extract_config)
     spec = extract_spec("extract", args.input, args.output, config, progress)
     outcome = run_stage(spec, Manifest(args.output / "manifest.json"), force=args.force)
     summary = outcome.summary
     print(f"{args.input}: {summary.get('frames_with_faces', 0)}/{summary.get('frames', 0)} frames with faces, "
           f"{summary.get('faces', 0)} faces -> {args.output / 'alignments.json'}"
+          + ("" if outcome.ran else " (up to date, skipped)"))
+
+
+def run_clean(args: argparse.Namespace, progress: bool) -> None:
+    try:
+        clean_config = CleanConfig(threshold=args.threshold, reference_mode=args.reference_mode, min_size=args.min_size,
+                                   blur=args.blur > 0, blur_ratio=args.blur, max_landmark_distance=args.max_landmark_distance,
+                                   max_yaw=args.max_yaw, max_pitch=args.max_pitch, dedupe=args.dedupe,
+                                   dedupe_threshold=args.dedupe_threshold, max_faces=args.max_faces)
+    except ConfigError as exc:
+        raise _cli_error("clean", exc, "clean") from None
+    spec = clean_spec("clean", args.input, args.output, clean_config, tuple(args.reference), progress)
+    outcome = run_stage(spec, Manifest(args.output / "manifest.json"), force=args.force)
+    summary = outcome.summary
+    reasons = ", ".join(f"{k} {v}" for k, v in sorted(summary.get("reasons", {}).items())) or "none"
+    print(f"{args.input}: kept {summary.get('kept', 0)}/{summary.get('faces', 0)} faces; rejected: {reasons}; "
+          f"identity: {summary.get('identity')} -> {args.output / 'alignments.json'}"
           + ("" if outcome.ran else " (up to date, skipped)"))

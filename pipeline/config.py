@@ -51,14 +51,44 @@ class ExtractConfig:
             raise ConfigError(f"extract.detect_scale must be in 0.05..1.0, got {self.detect_scale}")
 
 
+ReferenceMode = Literal["mean", "closest"]
+
+
+@dataclass(frozen=True)
+class CleanConfig:
+    threshold: float = 0.6
+    reference_mode: ReferenceMode = "mean"
+    min_size: int = 40
+    blur: bool = True
+    blur_ratio: float = 0.35
+    max_landmark_distance: float = 0.1
+    max_yaw: float = 50.0
+    max_pitch: float = 40.0
+    dedupe: bool = False
+    dedupe_threshold: float = 3.0
+    max_faces: int = 0
+
+    def __post_init__(self) -> None:
+        if not 0.0 < self.threshold < 2.0:
+            raise ConfigError(f"clean.threshold must be in 0..2 (face_recognition distance), got {self.threshold}")
+        _check_range("clean.min_size", self.min_size, 0, 4096)
+        _check_range("clean.max_faces", self.max_faces, 0, 10**7)
+        for key in ("blur_ratio", "max_landmark_distance", "max_yaw", "max_pitch", "dedupe_threshold"):
+            if getattr(self, key) < 0:
+                raise ConfigError(f"clean.{key} must be >= 0, got {getattr(self, key)}")
+
+
 @dataclass(frozen=True)
 class PipelineConfig:
     pair: str = "pair"
     runs_dir: Path = Path("runs")
     target: Path | None = None
     donor: Path | None = None
+    target_references: tuple[Path, ...] = ()
+    donor_references: tuple[Path, ...] = ()
     device: Device = "auto"
     extract: ExtractConfig = field(default_factory=ExtractConfig)
+    clean: CleanConfig = field(default_factory=CleanConfig)
 
     def __post_init__(self) -> None:
         if not self.pair or "/" in self.pair or self.pair.startswith("."):
@@ -101,7 +131,9 @@ def _resolve_paths(config: PipelineConfig, base: Path) -> PipelineConfig:
         return None if p is None else (p if p.is_absolute() else base / p)
 
     return dataclasses.replace(
-        config, runs_dir=resolve(config.runs_dir), target=resolve(config.target), donor=resolve(config.donor)
+        config, runs_dir=resolve(config.runs_dir), target=resolve(config.target), donor=resolve(config.donor),
+        target_references=tuple(resolve(p) for p in config.target_references),
+        donor_references=tuple(resolve(p) for p in config.donor_references),
     )
 
 

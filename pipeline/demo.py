@@ -35,7 +35,10 @@ def run_demo(out_dir: Path, device: str = "auto", force: bool = False, progress:
     for outcome in outcomes:
         summary = outcome.summary
         state = "ran" if outcome.ran else "up to date"
-        print(f"  {outcome.key:<28} {state:<11} {summary.get('frames_with_faces', '?')}/{summary.get('frames', '?')} "
-              f"frames with faces")
+        if outcome.key.startswith("extract:"):
+            detail = f"{summary.get('frames_with_faces', '?')}/{summary.get('frames', '?')} frames with faces"
+        else:
+            detail = f"kept {summary.get('kept', '?')}/{summary.get('faces', '?')} faces"
+        print(f"  {outcome.key:<28} {state:<11} {detail}")
     print(f"demo: outputs in {pair.root} (config {config_path})")
     return outcomes

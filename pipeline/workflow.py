@@ -1,7 +1,7 @@
 """`deid run`: turn a PipelineConfig into the stages of one pair and run them in order.
 
-Layout under runs/<pair>/ (DESIGN.md): extract/<video-id>/ for the target and the donor, and
-manifest.json recording every stage. Later stages (clean, train, convert, evaluate) append here.
+Layout under runs/<pair>/ (DESIGN.md): extract/<video-id>/ and clean/<video-id>/ for the target and
+the donor, and manifest.json recording every stage. Later stages (train, convert, evaluate) append here.
 """
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ import logging
 from dataclasses import dataclass
 from pathlib import Path
 
-from pipeline.config import PipelineConfig, as_plain
+from pipeline.config import CleanConfig, PipelineConfig, as_plain
 from pipeline.errors import ConfigError
 from pipeline.runner import Manifest, StageOutcome, StageSpec, run_stage
 
@@ -29,6 +29,9 @@ class PairLayout:
 
     def extract_dir(self, video_id: str) -> Path:
         return self.root / "extract" / video_id
+
+    def clean_dir(self, video_id: str) -> Path:
+        return self.root / "clean" / video_id
 
 
 def layout(config: PipelineConfig) -> PairLayout:
@@ -62,12 +65,29 @@ def extract_spec(key: str, source: Path, out_dir: Path, config: PipelineConfig, 
     )
 
 
+def clean_spec(key: str, extract_dir: Path, out_dir: Path, config: CleanConfig, references: tuple[Path, ...],
+               progress: bool = True) -> StageSpec:
+    from stages.clean import clean
+
+    inputs = {"alignments": Path(extract_dir) / "alignments.json"}
+    inputs.update({f"reference{i}": Path(p) for i, p in enumerate(references)})
+    return StageSpec(
+        key=key,
+        inputs=inputs,
+        params={**as_plain(config), "references": [str(p) for p in references]},
+        outputs=[out_dir / "alignments.json", out_dir / "rejected.csv"],
+        run=lambda: clean(extract_dir, out_dir, config, references=references, progress=progress),
+    )
+
+
 def plan(config: PipelineConfig, progress: bool = True) -> tuple[PairLayout, list[StageSpec]]:
     pair = layout(config)
-    specs = [
-        extract_spec(f"extract:{pair.target_id}", config.target, pair.extract_dir(pair.target_id), config, progress),
-        extract_spec(f"extract:{pair.donor_id}", config.donor, pair.extract_dir(pair.donor_id), config, progress),
-    ]
+    specs = []
+    for video_id, source, references in ((pair.target_id, config.target, config.target_references),
+                                         (pair.donor_id, config.donor, config.donor_references)):
+        specs.append(extract_spec(f"extract:{video_id}", source, pair.extract_dir(video_id), config, progress))
+        specs.append(clean_spec(f"clean:{video_id}", pair.extract_dir(video_id), pair.clean_dir(video_id),
+                                config.clean, references, progress))
     return pair, specs
 
 

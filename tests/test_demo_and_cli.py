@@ -14,9 +14,13 @@ def test_demo_runs_every_stage_and_reruns_nothing(tmp_path, capsys):
     printed = capsys.readouterr().out
     assert "outputs in" in printed
     manifest = json.loads((out / "runs" / "demo" / "manifest.json").read_text())
-    assert set(manifest["stages"]) == {"extract:astronaut", "extract:grace_hopper"}
+    assert set(manifest["stages"]) == {"extract:astronaut", "extract:grace_hopper", "clean:astronaut",
+                                       "clean:grace_hopper"}
     for key, record in manifest["stages"].items():
         assert record["status"] == "done"
+        if key.startswith("clean:"):
+            assert record["summary"]["kept"] >= 0.9 * record["summary"]["faces"] > 0, key
+            continue
         # Every frame of the built-in clips shows one face.
         assert record["summary"]["frames_with_one_face"] == record["summary"]["frames"] > 0, key
         video_id = key.split(":")[1]
@@ -24,7 +28,7 @@ def test_demo_runs_every_stage_and_reruns_nothing(tmp_path, capsys):
         assert alignments["video"]["has_audio"]
 
     assert main(["demo", "-o", str(out), "--device", "cpu"]) == 0
-    assert printed.count("ran") == 2 and capsys.readouterr().out.count("up to date") == 2
+    assert printed.count(" ran ") == 4 and capsys.readouterr().out.count("up to date") == 4
 
 
 def test_run_without_target_names_the_key(tmp_path, capsys):
