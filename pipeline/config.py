@@ -78,6 +78,39 @@ class CleanConfig:
                 raise ConfigError(f"clean.{key} must be >= 0, got {getattr(self, key)}")
 
 
+FallbackName = Literal["blur", "pixelate", "black", "none"]
+ColorName = Literal["avg", "transfer", "hist", "seamless", "none"]
+ConvertMask = Literal["extended", "components", "learned"]
+SmoothingName = Literal["one-euro", "none"]
+
+
+@dataclass(frozen=True)
+class ConvertConfig:
+    fallback: FallbackName = "blur"
+    color: ColorName = "avg"
+    mask: ConvertMask = "extended"
+    mask_erosion: float = 0.03
+    mask_blur: float = 0.025
+    smoothing: SmoothingName = "one-euro"
+    smooth_min_cutoff: float = 1.0
+    smooth_beta: float = 0.05
+    max_gap: int = 5
+    crf: int = 18
+    batch_size: int = 16
+    save_frames: bool = False
+
+    def __post_init__(self) -> None:
+        _check_range("convert.crf", self.crf, 0, 51)
+        _check_range("convert.batch_size", self.batch_size, 1, 4096)
+        _check_range("convert.max_gap", self.max_gap, 0, 10000)
+        if not -0.2 <= self.mask_erosion <= 0.2:
+            raise ConfigError(f"convert.mask_erosion must be in -0.2..0.2 (share of the face size), got {self.mask_erosion}")
+        if not 0.0 <= self.mask_blur <= 0.2:
+            raise ConfigError(f"convert.mask_blur must be in 0..0.2 (share of the face size), got {self.mask_blur}")
+        if self.smooth_min_cutoff <= 0 or self.smooth_beta < 0:
+            raise ConfigError("convert.smooth_min_cutoff must be > 0 and convert.smooth_beta >= 0")
+
+
 @dataclass(frozen=True)
 class PipelineConfig:
     pair: str = "pair"

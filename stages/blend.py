@@ -1,0 +1,110 @@
+"""Putting a swapped face back into the frame: un-warp, mask erosion and feathering, colour correction.
+
+Everything happens inside the bounding box of the warped mask, so the cost grows with the face, not
+the frame, and pixels outside the mask are never touched.
+"""
+from __future__ import annotations
+
+from typing import Literal
+
+import cv2
+import numpy as np
+
+ColorMode = Literal["avg", "transfer", "hist", "seamless", "none"]
+
+
+def soften_mask(mask: np.ndarray, erosion: float, blur: float) -> np.ndarray:
+    """Erode by `erosion` x mask size (negative grows) and feather by `blur` x size; float32 0..1."""
+    size = mask.shape[0]
+    mask = (mask > 0.5).astype(np.uint8) * 255 if mask.dtype != np.uint8 else mask
+    radius = int(round(abs(erosion) * size))
+    if radius:
+        kernel = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * radius + 1, 2 * radius + 1))
+        mask = cv2.erode(mask, kernel) if erosion > 0 else cv2.dilate(mask, kernel)
+    sigma = blur * size
+    if sigma > 0:
+        # Blur after eroding inwards by ~2 sigma so the feather fades inside the hull, not outside it.
+        mask = cv2.GaussianBlur(mask, (0, 0), sigma)
+    return mask.astype(np.float32) / 255.0
+
+
+def paste(frame: np.ndarray, face: np.ndarray, mask: np.ndarray, matrix: np.ndarray,
+          color: ColorMode = "avg") -> np.ndarray:
+    """Blend `face` (RGB uint8, model output space) into `frame` in place and return it.
+
+    `matrix` maps frame pixels to face pixels; `mask` is float 0..1 in face space.
+    """
+    height, width = frame.shape[:2]
+    inverse = cv2.invertAffineTransform(np.asarray(matrix, np.float64))
+    corners = np.array([[0, 0], [face.shape[1], 0], [0, face.shape[0]], [face.shape[1], face.shape[0]]], np.float64)
+    mapped = corners @ inverse[:, :2].T + inverse[:, 2]
+    x0, y0 = np.floor(mapped.min(0)).astype(int)
+    x1, y1 = np.ceil(mapped.max(0)).astype(int)
+    x0, y0, x1, y1 = max(x0, 0), max(y0, 0), min(x1, width), min(y1, height)
+    if x1 <= x0 or y1 <= y0:
+        return frame
+    shifted = np.asarray(matrix, np.float64).copy()
+    shifted[:, 2] += shifted[:, :2] @ np.array([x0, y0], np.float64)  # ROI pixel -> face pixel
+    roi_size = (x1 - x0, y1 - y0)
+    warped = cv2.warpAffine(face, shifted, roi_size, flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP,
+                            borderMode=cv2.BORDER_REPLICATE)
+    alpha = cv2.warpAffine(mask, shifted, roi_size, flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP,
+                           borderMode=cv2.BORDER_CONSTANT, borderValue=0)
+    roi = frame[y0:y1, x0:x1]
+    inside = alpha > 0.5
+    if not inside.any():
+        return frame
+    if color == "seamless":
+        blended = _seamless(roi, warped, inside)
+        if blended is not None:
+            warped = blended
+    elif color != "none":
+        warped = correct_colour(warped, roi, inside, color)
+    a = alpha[..., None]
+    frame[y0:y1, x0:x1] = np.clip(warped * a + roi * (1.0 - a), 0, 255).astype(np.uint8)
+    return frame
+
+
+def correct_colour(face: np.ndarray, target: np.ndarray, inside: np.ndarray, mode: ColorMode) -> np.ndarray:
+    """Match the swapped face's colours to the original's, measured inside the mask."""
+    if mode == "avg":
+        shift = target[inside].astype(np.float32).mean(0) - face[inside].astype(np.float32).mean(0)
+        return np.clip(face.astype(np.float32) + shift, 0, 255).astype(np.uint8)
+    if mode == "transfer":  # Reinhard et al. 2001: mean and spread per LAB channel
+        src = cv2.cvtColor(face, cv2.COLOR_RGB2LAB).astype(np.float32)
+        ref = cv2.cvtColor(target, cv2.COLOR_RGB2LAB).astype(np.float32)
+        s_mean, s_std = src[inside].mean(0), src[inside].std(0) + 1e-6
+        r_mean, r_std = ref[inside].mean(0), ref[inside].std(0) + 1e-6
+        out = (src - s_mean) * (r_std / s_std) + r_mean
+        return cv2.cvtColor(np.clip(out, 0, 255).astype(np.uint8), cv2.COLOR_LAB2RGB)
+    if mode == "hist":
+        out = face.copy()
+        for c in range(3):
+            out[..., c] = _match_channel(face[..., c], face[..., c][inside], target[..., c][inside])
+        return out
+    raise ValueError(f"unknown colour mode {mode!r}")
+
+
+def _match_channel(channel: np.ndarray, source: np.ndarray, reference: np.ndarray) -> np.ndarray:
+    src_cdf = np.cumsum(np.bincount(source, minlength=256)).astype(np.float64)
+    ref_cdf = np.cumsum(np.bincount(reference, minlength=256)).astype(np.float64)
+    src_cdf /= src_cdf[-1]
+    ref_cdf /= ref_cdf[-1]
+    lookup = np.interp(src_cdf, ref_cdf, np.arange(256)).astype(np.uint8)
+    return lookup[channel]
+
+
+def _seamless(roi: np.ndarray, face: np.ndarray, inside: np.ndarray) -> np.ndarray | None:
+    """Poisson blending (cv2.seamlessClone); None when the mask touches the ROI border (OpenCV refuses)."""
+    mask = inside.astype(np.uint8) * 255
+    mask[0, :] = mask[-1, :] = mask[:, 0] = mask[:, -1] = 0
+    ys, xs = np.nonzero(mask)
+    if len(xs) == 0:
+        return None
+    centre = (int((xs.min() + xs.max()) // 2), int((ys.min() + ys.max()) // 2))
+    try:
+        cloned = cv2.seamlessClone(np.ascontiguousarray(face), np.ascontiguousarray(roi), mask, centre,
+                                   cv2.NORMAL_CLONE)
+    except cv2.error:
+        return None
+    return cloned

@@ -1,0 +1,50 @@
+"""Obfuscation of a face region: the convert stage's fail-closed fallback and the naive baselines.
+
+Strength is relative to the face, not the frame, so the same setting hides a small and a large face
+alike; the defaults are strong enough that face_recognition's detector no longer finds the face
+(tests/test_obfuscate.py checks that on real faces).
+"""
+from __future__ import annotations
+
+from typing import Literal
+
+import cv2
+import numpy as np
+
+Method = Literal["blur", "pixelate", "black", "mask"]
+
+
+def face_region_mask(shape: tuple[int, int], hull: np.ndarray, grow: float = 0.25) -> np.ndarray:
+    """uint8 mask of the convex hull of `hull` points (frame px), grown by `grow` x its size, feathered."""
+    h, w = shape
+    points = np.asarray(hull, np.float64)
+    centre = points.mean(0)
+    grown = centre + (points - centre) * (1.0 + grow)
+    mask = np.zeros((h, w), np.uint8)
+    cv2.fillConvexPoly(mask, cv2.convexHull(np.round(grown).astype(np.int32)), 255)
+    return mask
+
+
+def box_hull(box: tuple[float, float, float, float], grow_top: float = 0.3) -> np.ndarray:
+    """Corners of a detector box, raised at the top to cover the forehead and hairline."""
+    x, y, w, h = box
+    return np.array([[x, y - grow_top * h], [x + w, y - grow_top * h], [x + w, y + h], [x, y + h]], np.float64)
+
+
+def obfuscate(frame: np.ndarray, mask: np.ndarray, method: Method, face_size: float) -> np.ndarray:
+    """Return a copy of `frame` (RGB) with the masked region obfuscated."""
+    if method == "black" or method == "mask":
+        replaced = np.zeros_like(frame)
+    elif method == "pixelate":
+        block = max(4, int(face_size / 6))  # ~6 blocks across the face: no eyes, nose or mouth survive
+        small = cv2.resize(frame, (max(1, frame.shape[1] // block), max(1, frame.shape[0] // block)),
+                           interpolation=cv2.INTER_AREA)
+        replaced = cv2.resize(small, (frame.shape[1], frame.shape[0]), interpolation=cv2.INTER_NEAREST)
+    elif method == "blur":
+        sigma = max(3.0, face_size / 6.0)
+        replaced = cv2.GaussianBlur(frame, (0, 0), sigma)
+    else:
+        raise ValueError(f"unknown obfuscation {method!r}")
+    alpha = (cv2.GaussianBlur(mask, (0, 0), max(1.0, face_size / 40.0)).astype(np.float32) / 255.0)[..., None]
+    alpha = np.maximum(alpha, (mask > 0)[..., None].astype(np.float32))  # feather outwards, never inwards
+    return (replaced * alpha + frame * (1.0 - alpha)).astype(np.uint8)
