@@ -71,6 +71,30 @@ def build_parser() -> argparse.ArgumentParser:
     sort.add_argument("--by", choices=("face", "blur", "yaw", "size", "hist"), default="face")
     sort.add_argument("-o", "--output", type=Path, required=True)
 
+    train = sub.add_parser("train", help="train the per-pair autoencoder (shared encoder, decoders A and B)")
+    train.add_argument("a_dir", type=Path, help="faces of A, the person to hide (extract or clean folder)")
+    train.add_argument("b_dir", type=Path, help="faces of B, the donor (extract or clean folder)")
+    train.add_argument("-o", "--output", type=Path, required=True, help="model folder (resumed if it exists)")
+    train.add_argument("--model", choices=("original", "dfaker", "villain"), default=None)
+    train.add_argument("--iterations", type=int, default=None, help="total iterations to reach")
+    train.add_argument("--minutes", type=float, default=None, help="stop after this many minutes (0 = no limit)")
+    train.add_argument("--batch-size", type=int, default=None)
+    train.add_argument("--device", default="auto")
+    train.add_argument("--config", type=Path, default=None, help="take the train: section from this pipeline.yaml")
+
+    convert = sub.add_parser("convert", help="swap the target's face in every frame; protect what cannot be swapped")
+    convert.add_argument("video", type=Path)
+    convert.add_argument("--faces", type=Path, required=True, help="extract or clean folder of THIS video (every frame)")
+    convert.add_argument("--model", type=Path, required=True, help="trained model folder")
+    convert.add_argument("-o", "--output", type=Path, required=True, help="output .mp4")
+    convert.add_argument("--fallback", choices=("blur", "pixelate", "black", "none"), default="blur")
+    convert.add_argument("--color", choices=("avg", "transfer", "hist", "seamless", "none"), default="avg")
+    convert.add_argument("--mask", choices=("extended", "components", "learned"), default="extended")
+    convert.add_argument("--max-gap", type=int, default=5, help="interpolate the track over gaps up to N frames")
+    convert.add_argument("--crf", type=int, default=18)
+    convert.add_argument("--device", default="auto")
+    convert.add_argument("--save-frames", action="store_true")
+
     run = sub.add_parser("run", help="run every stage of a pipeline.yaml that is not up to date")
     run.add_argument("config", nargs="?", type=Path, default=Path("pipeline.yaml"))
     run.add_argument("--force", action="store_true", help="re-run every stage")
@@ -111,6 +135,14 @@ def _dispatch(args: argparse.Namespace, progress: bool) -> int:
 
         index = sort_faces(args.input, args.output, args.by, progress)
         print(f"sorted by {args.by}: {index}")
+    elif args.command == "train":
+        from pipeline.commands import run_train
+
+        run_train(args, progress)
+    elif args.command == "convert":
+        from pipeline.commands import run_convert
+
+        run_convert(args, progress)
     elif args.command == "run":
         from pipeline.config import load_config
         from pipeline.workflow import run_pipeline

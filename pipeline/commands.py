@@ -6,6 +6,7 @@ command is skipped and a changed argument re-runs it.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 
 from pipeline.config import CleanConfig, ExtractConfig, PipelineConfig
 from pipeline.errors import ConfigError
@@ -51,3 +52,34 @@ def run_clean(args: argparse.Namespace, progress: bool) -> None:
     print(f"{args.input}: kept {summary.get('kept', 0)}/{summary.get('faces', 0)} faces; rejected: {reasons}; "
           f"identity: {summary.get('identity')} -> {args.output / 'alignments.json'}"
           + ("" if outcome.ran else " (up to date, skipped)"))
+
+
+def run_train(args: argparse.Namespace, progress: bool) -> None:
+    from pipeline.config import load_config
+    from stages.train import train
+
+    base = load_config(args.config).train if args.config else PipelineConfig().train
+    overrides = {k: v for k, v in (("model", args.model), ("iterations", args.iterations),
+                                   ("minutes", args.minutes), ("batch_size", args.batch_size)) if v is not None}
+    try:
+        config = dataclasses.replace(base, **overrides)
+    except ConfigError as exc:
+        raise _cli_error("train", exc, "train") from None
+    summary = train(args.a_dir, args.b_dir, args.output, config, device=args.device, progress=progress)
+    print(f"{args.output}: iteration {summary.get('iteration')} ({summary.get('stopped')}), "
+          f"loss A {summary.get('loss_a')}, loss B {summary.get('loss_b')}, {summary.get('images_per_second')} images/s")
+
+
+def run_convert(args: argparse.Namespace, progress: bool) -> None:
+    from pipeline.config import ConvertConfig
+    from stages.convert import convert
+
+    try:
+        config = ConvertConfig(fallback=args.fallback, color=args.color, mask=args.mask, max_gap=args.max_gap,
+                               crf=args.crf, save_frames=args.save_frames)
+    except ConfigError as exc:
+        raise _cli_error("convert", exc, "convert") from None
+    summary = convert(args.video, args.faces, args.model, args.output, config, device=args.device, progress=progress)
+    status = ", ".join(f"{v} {k}" for k, v in sorted(summary["status"].items()))
+    print(f"{args.output}: {summary['frames']} frames ({status}); {summary['faces_protected']} faces protected by "
+          f"the fallback, {summary['faces_unprotected']} unprotected")

@@ -17,6 +17,7 @@ from typing import Any, Literal, Mapping
 import yaml
 
 from pipeline.errors import ConfigError
+from stages.train_config import TrainConfig
 
 Device = Literal["auto", "cpu", "cuda"]
 DetectorName = Literal["mtcnn", "hog"]
@@ -122,6 +123,8 @@ class PipelineConfig:
     device: Device = "auto"
     extract: ExtractConfig = field(default_factory=ExtractConfig)
     clean: CleanConfig = field(default_factory=CleanConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    convert: ConvertConfig = field(default_factory=ConvertConfig)
 
     def __post_init__(self) -> None:
         if not self.pair or "/" in self.pair or self.pair.startswith("."):

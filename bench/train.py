@@ -1,0 +1,122 @@
+"""Training throughput and peak memory per model family, at each family's default size and batch size.
+
+    python bench/train.py [--a A_DIR --b B_DIR] [--device auto] [--families original,dfaker,villain]
+                          [--iterations 5] [--warmup 2] [--out bench/results/train.json]
+
+Each family runs the real `deid train` stage (data in memory, batched augmentation on the device, the
+Adam step, the NaN check) in its own subprocess, so the peak memory of one family does not hide in
+another's. images/s counts A and B images per second of training step (loss.csv's images_per_s), the
+median over the timed iterations after `--warmup`; saves, previews and identity checks are excluded.
+Peak memory: the process's peak resident set (CPU) and torch's peak allocated GPU memory (CUDA).
+Without --a/--b, talking_1.mp4 and talking_2.mp4 from ../shared/data are extracted into a temporary folder.
+"""
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import resource
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from bench.machine import machine_info  # noqa: E402
+
+DATA = ROOT.parent / "shared" / "data" / "video"
+
+
+def run_one(family: str, a_dir: Path, b_dir: Path, device: str, iterations: int, warmup: int) -> dict:
+    """Train `family` for warmup + iterations steps in this process; print and return its numbers."""
+    import torch
+
+    from models.swap import build_model
+    from stages.train import resolve_architecture, train
+    from stages.train_config import TrainConfig
+
+    total = warmup + iterations
+    config = TrainConfig(model=family, iterations=total, save_every=10 ** 6, preview_every=0, identity_every=0)
+    frozen = resolve_architecture(config)
+    with torch.device("meta"):  # count parameters without allocating them (that would inflate the peak)
+        parameters = sum(p.numel() for p in build_model(family).parameters())
+    with tempfile.TemporaryDirectory() as model_dir:
+        start = time.perf_counter()
+        summary = train(a_dir, b_dir, Path(model_dir), config, device=device, progress=False)
+        seconds = time.perf_counter() - start
+        rows = list(csv.DictReader((Path(model_dir) / "loss.csv").read_text().splitlines()))
+    rates = [float(r["images_per_s"]) for r in rows[warmup:]]
+    result = {
+        "family": family,
+        "device": summary["device"],
+        "input_size": frozen["input_size"],
+        "output_size": frozen["output_size"],
+        "batch_size": summary["batch_size"],
+        "parameters_millions": round(parameters / 1e6, 1),
+        "timed_iterations": len(rates),
+        "images_per_second": round(statistics.median(rates), 2),
+        "seconds_per_iteration": round(2 * summary["batch_size"] / statistics.median(rates), 3),
+        "peak_rss_mib": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
+        "wall_seconds_incl_loading_and_saving": round(seconds, 1),
+    }
+    if summary["device"].startswith("cuda"):
+        result["peak_gpu_allocated_mib"] = round(torch.cuda.max_memory_allocated() / 2 ** 20, 1)
+    return result
+
+
+def extract_inputs(workdir: Path) -> tuple[Path, Path]:
+    from pipeline.config import ExtractConfig
+    from stages.extract import extract
+
+    dirs = []
+    for name in ("talking_1.mp4", "talking_2.mp4"):
+        out = workdir / Path(name).stem
+        extract(DATA / name, out, ExtractConfig(), device="auto", progress=False)
+        dirs.append(out)
+    return dirs[0], dirs[1]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--a", type=Path, help="extract output of person A (default: talking_1.mp4 extracted)")
+    parser.add_argument("--b", type=Path, help="extract output of person B (default: talking_2.mp4 extracted)")
+    parser.add_argument("--device", default="auto")
+    parser.add_argument("--families", default="original,dfaker,villain")
+    parser.add_argument("--iterations", type=int, default=5, help="timed iterations per family")
+    parser.add_argument("--warmup", type=int, default=2, help="untimed iterations first")
+    parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "train.json")
+    parser.add_argument("--one", help=argparse.SUPPRESS)  # internal: run one family, print JSON
+    args = parser.parse_args()
+
+    if args.one:
+        print(json.dumps(run_one(args.one, args.a, args.b, args.device, args.iterations, args.warmup)))
+        return
+    with tempfile.TemporaryDirectory() as tmp:
+        a_dir, b_dir = (args.a, args.b) if args.a and args.b else extract_inputs(Path(tmp))
+        results = {"machine": machine_info(), "a": str(a_dir), "b": str(b_dir), "families": []}
+        for family in args.families.split(","):
+            command = [sys.executable, __file__, "--one", family, "--a", str(a_dir), "--b", str(b_dir),
+                       "--device", args.device, "--iterations", str(args.iterations), "--warmup", str(args.warmup)]
+            done = subprocess.run(command, capture_output=True, text=True, cwd=ROOT)
+            if done.returncode != 0:
+                print(done.stderr[-2000:], file=sys.stderr)
+                results["families"].append({"family": family, "error": done.stderr.strip().splitlines()[-1:]})
+                continue
+            result = json.loads(done.stdout.strip().splitlines()[-1])
+            results["families"].append(result)
+            print(f"{family:>9} {result['device']}: {result['images_per_second']:8.2f} images/s, "
+                  f"{result['seconds_per_iteration']:7.3f} s/iteration at batch {result['batch_size']}, "
+                  f"peak RSS {result['peak_rss_mib']:.0f} MiB"
+                  + (f", peak GPU {result['peak_gpu_allocated_mib']:.0f} MiB" if "peak_gpu_allocated_mib" in result else ""),
+                  flush=True)
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(results, indent=2) + "\n")
+    print(f"-> {args.out}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,47 @@
+"""`dfaker`: DFaker's model as faceswap ships it, 64 px in, 128 px out, with a learned mask.
+
+The encoder is `original`'s (latent 512 by default, as DFaker used). Each decoder upscales from 8x8
+to 128x128 with a residual block after every upscale but the last, so it can add detail at each scale
+rather than only interpolate, and ends in two 5x5 heads: RGB, and a mask that the model learns from
+the landmark mask. At convert time the learned mask follows the *swapped* face's outline, which a mask
+drawn from A's landmarks cannot.
+"""
+from __future__ import annotations
+
+from torch import nn
+
+from models.swap.blocks import Residual, SwapModel, Upscale, conv, log2_int
+from models.swap.original import dense_encoder
+
+
+class DFaker(SwapModel):
+    name = "dfaker"
+    input_size = 64
+    output_size = 128
+    coverage = 0.875
+    batch_size = 16
+    learns_mask = True
+
+    def __init__(self, input_size: int = 64, output_size: int = 128, width: int = 128, latent: int = 512) -> None:
+        super().__init__()
+        if output_size < 16:
+            raise ValueError(f"output_size must be at least 16, got {output_size}")
+        if width < 8 or latent < 8:
+            raise ValueError(f"width and latent must be at least 8, got width {width}, latent {latent}")
+        self.input_size, self.output_size, self.width, self.latent = input_size, output_size, width, latent
+        self.encoder, channels = dense_encoder(input_size, width, latent)
+        ups = log2_int(output_size, "output_size") - 3
+        self.decoder_a = self._decoder(channels, ups)
+        self.decoder_b = self._decoder(channels, ups)
+
+    @staticmethod
+    def _decoder(channels: int, ups: int) -> nn.Sequential:
+        layers: list[nn.Module] = []
+        for i in range(ups):
+            out = max(channels if i == 0 else channels // 2, 16)  # DFaker keeps the width at the first upscale
+            layers.append(Upscale(channels, out))
+            if i < ups - 1:
+                layers.append(Residual(out))
+            channels = out
+        layers.append(conv(channels, 4, 5))  # RGB + mask logits
+        return nn.Sequential(*layers)

@@ -1,0 +1,484 @@
+"""Train: one shared encoder, decoder A (the person to hide) and decoder B (the donor); convert sends A's
+faces through decoder B.
+
+Inputs: two extract or clean output folders (A_DIR, B_DIR). Output folder MODEL_DIR:
+    model.pt, optimizer.pt, state.json, best/   checkpoints (stages/checkpoint.py)
+    loss.csv        iteration, loss_a, loss_b, lr, images_per_s (A and B images per second of training step)
+    identity.csv    every identity_every iterations: face_recognition distance of A->B outputs to A's
+                    own faces (a2b_to_a: must rise above 0.6, the recogniser's match threshold), the same
+                    for A->A (the control: how far mere blur moves a face), A->B to B's faces, and the
+                    share of A->B faces still recognised as A
+    previews/<iteration>.jpg   rows of faces; columns A, A->A, A->B, B, B->B, B->A
+
+One iteration = one Adam step on an augmented batch of A and one of B (stages/augment.py), both through
+the shared encoder in one pass. Loss per side: L1 weighted by the face mask (eyes+brows and mouth
+weighted more) + DSSIM on the masked face, + MSE of the learned mask for models that draw one.
+
+Running again on the same MODEL_DIR resumes from the saved iteration (`iterations` is the total).
+Ctrl-C or SIGTERM saves, then stops. A non-finite loss skips the step and reloads the last checkpoint.
+"""
+from __future__ import annotations
+
+import csv
+import dataclasses
+import io
+import statistics
+import logging
+import math
+import os
+import signal
+import time
+from collections import deque
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import cv2
+import numpy as np
+import torch
+import torch.nn.functional as F
+from pytorch_msssim import ssim
+from tqdm import tqdm
+
+from models.device import resolve_device
+from models.swap import MODEL_FAMILIES, SwapModel, build_model
+from pipeline.atomic import write_image, write_text
+from pipeline.errors import ConfigError, DeidError
+from stages import checkpoint
+from stages.augment import AugmentSettings, Batch, augment, plain
+from stages.train_config import TrainConfig
+from stages.train_data import FaceSet, Window, window_size
+
+log = logging.getLogger("deid.train")
+
+LOSS_CSV = "loss.csv"
+IDENTITY_CSV = "identity.csv"
+LOSS_HEADER = ["iteration", "loss_a", "loss_b", "lr", "images_per_s"]
+IDENTITY_HEADER = ["iteration", "a2b_to_a", "a2a_to_a", "a2b_to_b", "a2b_reidentified"]
+MATCH_THRESHOLD = 0.6     # face_recognition's "same person" distance
+PREVIEW_FACES = 4
+IDENTITY_FACES = 8
+MAX_NAN_RELOADS = 5       # in a row, before giving up: the run diverges, reloading will not help
+NORM_HISTORY = 100        # gradient norms whose median sets the clipping bound
+
+
+def train(a_dir: Path, b_dir: Path, model_dir: Path, config: TrainConfig, device: str = "auto",
+          progress: bool = True) -> dict[str, Any]:
+    """Train (or resume) the swap model in `model_dir`; returns the summary recorded in the manifest."""
+    torch_device = resolve_device(device)
+    model_dir = Path(model_dir)
+    frozen = resolve_architecture(config)
+    with checkpoint.locked(model_dir):
+        checkpoint.recover(model_dir)  # finish or discard a save that a kill interrupted
+        checkpoint.recover(model_dir / checkpoint.BEST)
+        previous = checkpoint.load(model_dir, torch_device)
+        if previous is not None:
+            checkpoint.check_frozen(previous.state, frozen, model_dir)
+        family = MODEL_FAMILIES[config.model]
+        batch_size = config.batch_size or family.batch_size
+        window = Window(window_size(frozen["input_size"], frozen["output_size"]), config.centering,
+                        frozen["coverage"], config.mask)
+        faces = {"a": FaceSet.load("A_DIR", a_dir, window, torch_device),
+                 "b": FaceSet.load("B_DIR", b_dir, window, torch_device)}
+        for side, faceset in faces.items():
+            if len(faceset) < batch_size:
+                raise DeidError(f"{faceset.label} {faceset.folder} has {len(faceset)} faces, fewer than the batch size "
+                                f"{batch_size} (--batch-size / train.batch_size); lower the batch size or extract "
+                                "more frames")
+        session = _open_session(model_dir, config, frozen, faces, batch_size, torch_device, previous)
+        start_iteration = session.iteration
+        if start_iteration >= config.iterations:
+            log.info("%s is already at iteration %d (target %d): nothing to train", model_dir, start_iteration,
+                     config.iterations)
+            return _summary(session, start_iteration, "already trained", 0.0)
+        log.info("training %s (%s) on %s: %d faces of A, %d of B, batch %d per side, from iteration %d to %d",
+                 config.model, ", ".join(f"{k} {v}" for k, v in frozen.items() if k != "model"), torch_device,
+                 len(faces["a"]), len(faces["b"]), batch_size, start_iteration, config.iterations)
+        started = time.perf_counter()
+        with checkpoint.StopSignals() as stop:
+            reason = _loop(session, stop, progress)
+        seconds = time.perf_counter() - started
+        _finish(session, reason, start_iteration, seconds)
+    if reason in ("SIGINT", "SIGTERM"):
+        raise KeyboardInterrupt  # the CLI and the runner record it as interrupted; the model is saved
+    return _summary(session, start_iteration, reason, seconds)
+
+
+def resolve_architecture(config: TrainConfig) -> dict[str, Any]:
+    """The frozen keys of this config: the model's arch() with family defaults filled in, plus the crop."""
+    overrides = {key: getattr(config, key) or None for key in ("input_size", "output_size", "width", "latent")}
+    try:
+        with torch.device("meta"):  # shapes only: no memory, no initialisation time
+            model = build_model(config.model, **overrides)
+    except ValueError as exc:
+        raise ConfigError(f"train: model {config.model}: {exc}") from None
+    return {**model.arch(), "centering": config.centering, "coverage": config.coverage or model.coverage}
+
+
+# --- the session: everything one training run holds ------------------------------------------------------------
+@dataclass
+class _Session:
+    model_dir: Path
+    config: TrainConfig
+    frozen: dict[str, Any]
+    faces: dict[str, FaceSet]
+    batch_size: int
+    device: torch.device
+    model: SwapModel
+    optimizer: torch.optim.Adam
+    scaler: torch.amp.GradScaler
+    autocast: torch.dtype | None
+    augment: AugmentSettings
+    state: dict[str, Any]
+    iteration: int
+    generator: torch.Generator
+    pending_losses: list[list[Any]] = field(default_factory=list)     # rows not yet in loss.csv
+    pending_identity: list[list[Any]] = field(default_factory=list)   # rows not yet in identity.csv
+    nan_reloads: int = 0
+    grad_norms: deque[float] = field(default_factory=lambda: deque(maxlen=NORM_HISTORY))
+    identity_reference: dict[str, np.ndarray] | None = None
+    last_preview: Path | None = None
+    last_identity: dict[str, float] | None = None
+
+
+def _open_session(model_dir: Path, config: TrainConfig, frozen: dict[str, Any], faces: dict[str, FaceSet],
+                  batch_size: int, device: torch.device, previous: checkpoint.Checkpoint | None) -> _Session:
+    overrides = {key: frozen[key] for key in ("input_size", "output_size", "width", "latent")}
+    with torch.random.fork_rng(devices=[]):  # seed the initial weights without touching the caller's RNG
+        torch.manual_seed(config.seed)
+        model = build_model(config.model, **overrides)
+    autocast, use_scaler = _precision(device, config.mixed_precision)
+    if device.type == "cuda":
+        model = model.to(device, memory_format=torch.channels_last)  # faster convolutions on tensor cores
+        torch.backends.cudnn.benchmark = True  # fixed input shapes: let cuDNN pick its fastest kernels
+    optimizer = torch.optim.Adam(model.parameters(), lr=config.lr, betas=(config.beta1, config.beta2))
+    scaler = torch.amp.GradScaler(device.type, enabled=use_scaler)
+    if previous is not None:
+        model.load_state_dict(previous.model)
+        optimizer.load_state_dict(previous.optimizer["optimizer"])
+        if use_scaler and previous.optimizer.get("scaler"):
+            scaler.load_state_dict(previous.optimizer["scaler"])
+        for group in optimizer.param_groups:  # lr and betas may change between runs; the moments carry over
+            group.update(lr=config.lr, betas=(config.beta1, config.beta2))
+        state = previous.state
+    else:
+        state = {"iteration": 0, "frozen": frozen, "best_loss": None, "best_iteration": None, "runs": []}
+    state.update(config=dataclasses.asdict(config), seed=config.seed,
+                 rng="batch n draws from torch.Generator seeded with seed * 1000003 + n + 7919 * len(nan_events)")
+    state.setdefault("nan_events", [])
+    state["faces"] = {side: {"folder": str(fs.folder), "count": len(fs)} for side, fs in faces.items()}
+    state["runs"].append({"started": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "from": state["iteration"],
+                          "to": state["iteration"], "device": str(device), "batch_size": batch_size})
+    session = _Session(model_dir=model_dir, config=config, frozen=frozen, faces=faces, batch_size=batch_size,
+                       device=device, model=model.to(device), optimizer=optimizer, scaler=scaler, autocast=autocast,
+                       augment=AugmentSettings(warp=config.warp, rotation=config.rotation, zoom=config.zoom,
+                                               shift=config.shift, flip=config.flip, lightness=config.lightness,
+                                               color_ab=config.color_ab),
+                       state=state, iteration=int(state["iteration"]), generator=torch.Generator(device))
+    if previous is not None:
+        session.grad_norms.extend(previous.optimizer.get("grad_norms", []))
+    _truncate_csv(model_dir / LOSS_CSV, LOSS_HEADER, session.iteration)
+    _truncate_csv(model_dir / IDENTITY_CSV, IDENTITY_HEADER, session.iteration)
+    if previous is None:
+        _save(session)  # iteration 0: freezes the architecture and gives a NaN reload something to return to
+    return session
+
+
+def _precision(device: torch.device, enabled: bool) -> tuple[torch.dtype | None, bool]:
+    """(autocast dtype or None, whether a GradScaler is needed). bf16 needs no loss scaling; fp16 does."""
+    if device.type != "cuda" or not enabled:
+        return None, False  # CPU autocast is slower than float32 on most CPUs
+    if torch.cuda.is_bf16_supported():
+        return torch.bfloat16, False
+    return torch.float16, True
+
+
+def _reseed(s: _Session) -> None:
+    """Seed the batch generator from the iteration, so a resumed run draws exactly the batches an
+    uninterrupted one would have; after a NaN reload the draws differ, so the same batches are not replayed."""
+    s.generator.manual_seed(s.config.seed * 1000003 + s.iteration + 7919 * len(s.state["nan_events"]))
+
+
+# --- the loop ----------------------------------------------------------------------------------------------------
+def _loop(s: _Session, stop: checkpoint.StopSignals, progress: bool) -> str:
+    """Train until the target iteration, the time limit or a signal; returns which of them stopped it."""
+    cfg = s.config
+    deadline = time.monotonic() + cfg.minutes * 60 if cfg.minutes else math.inf
+    bar = tqdm(total=cfg.iterations, initial=s.iteration, unit="it", desc=f"train {cfg.model}",
+               disable=not progress, dynamic_ncols=True)
+    rate = 0.0
+    try:
+        while s.iteration < cfg.iterations:
+            if stop.received is not None:
+                return signal.Signals(stop.received).name
+            if time.monotonic() > deadline:
+                return "minutes"
+            tick = time.perf_counter()
+            losses = _step(s)
+            if losses is None:  # non-finite: the step was skipped and the last checkpoint reloaded
+                bar.n = s.iteration
+                bar.refresh()
+                continue
+            s.iteration += 1
+            images_per_s = 2 * s.batch_size / (time.perf_counter() - tick)
+            rate = images_per_s if rate == 0 else 0.9 * rate + 0.1 * images_per_s
+            s.pending_losses.append([s.iteration, round(losses[0], 6), round(losses[1], 6), cfg.lr,
+                                     round(images_per_s, 2)])
+            bar.update(1)
+            bar.set_postfix_str(f"A {losses[0]:.4f} B {losses[1]:.4f} {rate:.1f} img/s", refresh=False)
+            if s.iteration % cfg.save_every == 0:
+                _save(s)
+            if cfg.preview_every and s.iteration % cfg.preview_every == 0:
+                _preview(s)
+            if cfg.identity_every and s.iteration % cfg.identity_every == 0:
+                _identity(s)
+        return "iterations"
+    finally:
+        bar.close()
+
+
+def _step(s: _Session) -> tuple[float, float] | None:
+    """One Adam step on a batch of A and a batch of B. Returns the two losses, or None after a NaN."""
+    s.model.train()
+    _reseed(s)
+    batches = [_batch(s, side) for side in ("a", "b")]
+    with torch.autocast(s.device.type, dtype=s.autocast, enabled=s.autocast is not None):
+        latent = s.model.encoder(torch.cat([batches[0].input, batches[1].input]))  # one encoder pass for both
+        outputs = [s.model.decode(z, side) for z, side in zip(latent.chunk(2), ("a", "b"))]
+    losses = [reconstruction_loss(rgb, mask, batch, s.config) for (rgb, mask), batch in zip(outputs, batches)]
+    s.optimizer.zero_grad(set_to_none=True)
+    s.scaler.scale(losses[0] + losses[1]).backward()
+    s.scaler.unscale_(s.optimizer)
+    norm = torch.nn.utils.clip_grad_norm_(s.model.parameters(), _clip_bound(s))
+    loss_a, loss_b, norm_value = torch.stack([losses[0].detach(), losses[1].detach(), norm]).tolist()  # one sync
+    # With fp16 loss scaling an infinite gradient is routine (the scaler skips the step and lowers its scale);
+    # otherwise a non-finite loss or gradient means the weights are about to be destroyed.
+    if not (math.isfinite(loss_a) and math.isfinite(loss_b)) or (not s.scaler.is_enabled() and not math.isfinite(norm_value)):
+        _reload_after_nan(s, loss_a, loss_b, norm_value)
+        return None
+    s.scaler.step(s.optimizer)
+    s.scaler.update()
+    s.nan_reloads = 0
+    if math.isfinite(norm_value):
+        s.grad_norms.append(norm_value)
+    return loss_a, loss_b
+
+
+def _clip_bound(s: _Session) -> float:
+    """grad_clip x the median of the recent gradient norms.
+
+    Gradient norms grow several-fold as a swap model trains, so a fixed bound either clips every step
+    (and quietly changes the optimiser) or none; relative to the running median it catches only spikes.
+    """
+    if not s.config.grad_clip or len(s.grad_norms) < 10:
+        return math.inf
+    return s.config.grad_clip * statistics.median(s.grad_norms)
+
+
+def _batch(s: _Session, side: str) -> Batch:
+    faces = s.faces[side]
+    index = torch.randint(len(faces), (s.batch_size,), generator=s.generator, device=s.generator.device)
+    batch = augment(faces.batch(index, s.device), s.augment, s.frozen["input_size"], s.frozen["output_size"],
+                    s.generator)
+    if s.device.type == "cuda":
+        batch.input = batch.input.contiguous(memory_format=torch.channels_last)
+    return batch
+
+
+def reconstruction_loss(rgb: torch.Tensor, mask: torch.Tensor | None, batch: Batch, config: TrainConfig) -> torch.Tensor:
+    """Masked, region-weighted L1 + DSSIM of the masked face (+ learned-mask MSE), in float32."""
+    rgb = rgb.float()
+    face = config.background_weight + (1 - config.background_weight) * batch.mask
+    weight = face * (1 + (config.eye_weight - 1) * batch.eyes + (config.mouth_weight - 1) * batch.mouth)
+    loss = (weight * (rgb - batch.target).abs()).sum() / (weight.sum() * 3)
+    if config.dssim_weight:
+        loss = loss + config.dssim_weight * (1 - ssim(rgb * face, batch.target * face, data_range=1.0)) / 2
+    if mask is not None and config.mask_loss:
+        loss = loss + config.mask_loss * F.mse_loss(mask.float(), batch.mask)
+    return loss
+
+
+def _reload_after_nan(s: _Session, loss_a: float, loss_b: float, norm: float) -> None:
+    s.optimizer.zero_grad(set_to_none=True)
+    s.nan_reloads += 1
+    if s.nan_reloads > MAX_NAN_RELOADS:
+        raise DeidError(f"training diverged: non-finite loss {MAX_NAN_RELOADS + 1} times in a row after reloading "
+                        f"iteration {s.iteration} of {s.model_dir}; lower train.lr (now {s.config.lr:g}) or "
+                        f"train.grad_clip (now {s.config.grad_clip:g}), or set train.mixed_precision false")
+    saved = checkpoint.load(s.model_dir, s.device)
+    assert saved is not None  # iteration 0 is saved before the loop starts
+    failed = s.iteration + 1
+    log.warning("iteration %d: non-finite loss (A %s, B %s, gradient norm %s): step skipped, reloaded the "
+                "checkpoint of iteration %d (%d/%d)", failed, loss_a, loss_b, norm,
+                saved.state["iteration"], s.nan_reloads, MAX_NAN_RELOADS)
+    s.model.load_state_dict(saved.model)
+    s.optimizer.load_state_dict(saved.optimizer["optimizer"])
+    if s.scaler.is_enabled() and saved.optimizer.get("scaler"):
+        s.scaler.load_state_dict(saved.optimizer["scaler"])
+    for group in s.optimizer.param_groups:
+        group.update(lr=s.config.lr, betas=(s.config.beta1, s.config.beta2))
+    s.iteration = int(saved.state["iteration"])
+    s.grad_norms.clear()
+    s.grad_norms.extend(saved.optimizer.get("grad_norms", []))
+    s.pending_losses.clear()  # they belong to iterations that are being redone
+    s.pending_identity.clear()
+    s.state["nan_events"].append({"at": failed, "reloaded": s.iteration})
+
+
+# --- saving, previews, identity ------------------------------------------------------------------------------
+def _save(s: _Session) -> None:
+    """Flush the logs, commit a checkpoint, and back it up as best when the recent loss is the lowest yet."""
+    recent = [row[1] + row[2] for row in s.pending_losses]
+    _append_csv(s.model_dir / LOSS_CSV, LOSS_HEADER, s.pending_losses)
+    _append_csv(s.model_dir / IDENTITY_CSV, IDENTITY_HEADER, s.pending_identity)
+    s.pending_losses, s.pending_identity = [], []
+    state = s.state
+    mean = float(np.mean(recent)) if recent else None
+    improved = mean is not None and (state["best_loss"] is None or mean < state["best_loss"])
+    if improved:
+        state.update(best_loss=round(mean, 6), best_iteration=s.iteration)
+    state.update(iteration=s.iteration, recent_loss=None if mean is None else round(mean, 6),
+                 identity=s.last_identity)
+    state["runs"][-1]["to"] = s.iteration
+    s.model.iteration.fill_(s.iteration)
+    checkpoint.save(s.model_dir, {k: v.detach() for k, v in s.model.state_dict().items()},
+                    {"optimizer": s.optimizer.state_dict(), "scaler": s.scaler.state_dict(), "iteration": s.iteration,
+                     "grad_norms": list(s.grad_norms)},
+                    state)
+    if improved:
+        checkpoint.backup_best(s.model_dir)
+    log.debug("saved iteration %d to %s", s.iteration, s.model_dir)
+
+
+def _finish(s: _Session, reason: str, start_iteration: int, seconds: float) -> None:
+    run = s.state["runs"][-1]
+    run.update(stopped=reason, seconds=round(seconds, 1),
+               images_per_second=round(2 * s.batch_size * (s.iteration - start_iteration) / seconds, 2) if seconds else None)
+    if reason in ("SIGINT", "SIGTERM"):  # stop promptly: a SIGTERM usually comes with a short grace period
+        _save(s)
+        return
+    if s.config.preview_every and (s.last_preview is None or not s.last_preview.stem.endswith(f"{s.iteration:07d}")):
+        _preview(s)
+    if s.config.identity_every and (s.last_identity is None or s.last_identity["iteration"] != s.iteration):
+        _identity(s)
+    _save(s)
+    log.info("%s: stopped at iteration %d (%s); loss A %s, B %s", s.model_dir, s.iteration, reason,
+             *(_recent_losses(s.model_dir) or ("?", "?")))
+
+
+@torch.no_grad()
+def _swaps(s: _Session, side: str, count: int) -> tuple[Batch, dict[str, torch.Tensor]]:
+    """Unaugmented faces of one side and their reconstructions through both decoders."""
+    faces = s.faces[side]
+    index = torch.linspace(0, len(faces) - 1, min(count, len(faces))).round().long()
+    batch = plain(faces.batch(index, s.device), s.frozen["input_size"], s.frozen["output_size"])
+    s.model.eval()
+    with torch.autocast(s.device.type, dtype=s.autocast, enabled=s.autocast is not None):
+        latent = s.model.encoder(batch.input)
+        out = {to: s.model.decode(latent, to)[0].float().clamp(0, 1) for to in ("a", "b")}
+    return batch, out
+
+
+def _preview(s: _Session) -> None:
+    """previews/<iteration>.jpg: one row per face; columns A, A->A, A->B, B, B->B, B->A."""
+    (a, a_out), (b, b_out) = _swaps(s, "a", PREVIEW_FACES), _swaps(s, "b", PREVIEW_FACES)
+    rows = min(len(a.target), len(b.target))
+    columns = [a.target, a_out["a"], a_out["b"], b.target, b_out["b"], b_out["a"]]
+    grid = torch.cat([torch.cat([c[:rows] for c in columns], dim=3)[i] for i in range(rows)], dim=1)
+    image = (grid.permute(1, 2, 0).cpu().numpy() * 255).round().astype(np.uint8)
+    path = s.model_dir / "previews" / f"{s.iteration:07d}.jpg"
+    write_image(path, cv2.cvtColor(image, cv2.COLOR_RGB2BGR), [cv2.IMWRITE_JPEG_QUALITY, 92])
+    s.last_preview = path
+
+
+def _identity(s: _Session) -> None:
+    """Log how far A->B moved from A according to face_recognition (the study's de-identification metric)."""
+    import face_recognition  # loads dlib's models: only when the check runs
+
+    def encode(images: torch.Tensor) -> np.ndarray:
+        pixels = (images.permute(0, 2, 3, 1).cpu().numpy() * 255).round().astype(np.uint8)
+        size = pixels.shape[1]
+        # The face fills the square; give that box so the check does not depend on dlib's detector.
+        return np.array([face_recognition.face_encodings(np.ascontiguousarray(p), [(0, size, size, 0)])[0]
+                         for p in pixels])
+
+    a, a_out = _swaps(s, "a", IDENTITY_FACES)
+    if s.identity_reference is None:
+        b, _ = _swaps(s, "b", IDENTITY_FACES)
+        s.identity_reference = {"a": encode(a.target), "b": encode(b.target)}
+    ref = s.identity_reference
+    a2b, a2a = encode(a_out["b"]), encode(a_out["a"])
+    to_a = np.linalg.norm(a2b - ref["a"], axis=1)
+    record = {"iteration": s.iteration, "a2b_to_a": float(to_a.mean()),
+              "a2a_to_a": float(np.linalg.norm(a2a - ref["a"], axis=1).mean()),
+              "a2b_to_b": float(np.linalg.norm(a2b[:, None] - ref["b"][None], axis=2).mean()),
+              "a2b_reidentified": float((to_a < MATCH_THRESHOLD).mean())}
+    record = {k: round(v, 4) if isinstance(v, float) else v for k, v in record.items()}
+    s.pending_identity.append([record[k] for k in IDENTITY_HEADER])
+    s.last_identity = record
+    log.info("iteration %d: A->B is %.3f from A (A->A %.3f, control), %.3f from B; %.0f%% still recognised as A",
+             s.iteration, record["a2b_to_a"], record["a2a_to_a"], record["a2b_to_b"], 100 * record["a2b_reidentified"])
+
+
+# --- CSV logs ----------------------------------------------------------------------------------------------------
+def _append_csv(path: Path, header: list[str], rows: list[list[Any]]) -> None:
+    if not rows:
+        return
+    fresh = not path.exists()
+    buffer = io.StringIO()
+    writer = csv.writer(buffer)
+    if fresh:
+        writer.writerow(header)
+    writer.writerows(rows)
+    with open(path, "a", encoding="utf-8", newline="") as handle:
+        handle.write(buffer.getvalue())
+        handle.flush()
+        os.fsync(handle.fileno())
+
+
+def _truncate_csv(path: Path, header: list[str], iteration: int) -> None:
+    """Keep the rows up to the checkpoint's iteration: later ones (or a torn last line) belong to a lost run."""
+    if not path.exists():
+        return
+    kept = []
+    for row in csv.reader(path.read_text(encoding="utf-8").splitlines()):
+        if len(row) == len(header) and row[0].isdigit() and int(row[0]) <= iteration:
+            kept.append(row)
+    buffer = io.StringIO()
+    csv.writer(buffer).writerows([header, *kept])
+    write_text(path, buffer.getvalue())
+
+
+def _recent_losses(model_dir: Path, count: int = 10) -> tuple[float, float] | None:
+    path = model_dir / LOSS_CSV
+    if not path.exists():
+        return None
+    rows = list(csv.DictReader(path.read_text(encoding="utf-8").splitlines()))[-count:]
+    if not rows:
+        return None
+    return (round(float(np.mean([float(r["loss_a"]) for r in rows])), 5),
+            round(float(np.mean([float(r["loss_b"]) for r in rows])), 5))
+
+
+def _summary(s: _Session, start_iteration: int, reason: str, seconds: float) -> dict[str, Any]:
+    recent = _recent_losses(s.model_dir)
+    trained = s.iteration - start_iteration
+    return {
+        "model": s.config.model,
+        "frozen": s.frozen,
+        "iteration": s.iteration,
+        "iterations_this_run": trained,
+        "stopped": reason,
+        "faces_a": len(s.faces["a"]),
+        "faces_b": len(s.faces["b"]),
+        "batch_size": s.batch_size,
+        "device": str(s.device),
+        "seconds": round(seconds, 2),
+        "images_per_second": round(2 * s.batch_size * trained / seconds, 2) if seconds and trained else None,
+        "loss_a": recent[0] if recent else None,
+        "loss_b": recent[1] if recent else None,
+        "best_loss": s.state.get("best_loss"),
+        "best_iteration": s.state.get("best_iteration"),
+        "identity": s.last_identity,
+        "preview": str(s.last_preview) if s.last_preview else None,
+    }
