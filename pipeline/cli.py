@@ -8,6 +8,7 @@ from __future__ import annotations
 import argparse
 import logging
 import sys
+import warnings
 from pathlib import Path
 from typing import Sequence
 
@@ -95,6 +96,15 @@ def build_parser() -> argparse.ArgumentParser:
     convert.add_argument("--device", default="auto")
     convert.add_argument("--save-frames", action="store_true")
 
+    base = sub.add_parser("baseline", help="naive de-identification (blur, pixelate, mask) of every detected face")
+    base.add_argument("video", type=Path)
+    base.add_argument("--method", choices=("blur", "pixelate", "mask"), required=True)
+    base.add_argument("-o", "--output", type=Path, required=True, help="output .mp4")
+    base.add_argument("--faces", type=Path, default=None,
+                      help="extract folder of this video (default: extract it into <output>.extract/)")
+    base.add_argument("--crf", type=int, default=18)
+    base.add_argument("--device", default="auto")
+
     run = sub.add_parser("run", help="run every stage of a pipeline.yaml that is not up to date")
     run.add_argument("config", nargs="?", type=Path, default=Path("pipeline.yaml"))
     run.add_argument("--force", action="store_true", help="re-run every stage")
@@ -103,10 +113,13 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("-o", "--output", type=Path, default=Path("deid-demo"))
     demo.add_argument("--device", default="auto")
     demo.add_argument("--force", action="store_true")
+    demo.add_argument("--iterations", type=int, default=300, help="training iterations for the demo model (default 300)")
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    # face_recognition_models imports pkg_resources; the warning is about that package, not the user's run.
+    warnings.filterwarnings("ignore", message="pkg_resources is deprecated")
     args = build_parser().parse_args(argv)
     level = logging.DEBUG if args.verbose else logging.WARNING if args.quiet else logging.INFO
     logging.basicConfig(level=level, format="%(asctime)s %(name)s: %(message)s", datefmt="%H:%M:%S")
@@ -143,6 +156,10 @@ def _dispatch(args: argparse.Namespace, progress: bool) -> int:
         from pipeline.commands import run_convert
 
         run_convert(args, progress)
+    elif args.command == "baseline":
+        from pipeline.commands import run_baseline
+
+        run_baseline(args, progress)
     elif args.command == "run":
         from pipeline.config import load_config
         from pipeline.workflow import run_pipeline
@@ -151,7 +168,7 @@ def _dispatch(args: argparse.Namespace, progress: bool) -> int:
     elif args.command == "demo":
         from pipeline.demo import run_demo
 
-        run_demo(args.output, device=args.device, force=args.force, progress=progress)
+        run_demo(args.output, device=args.device, force=args.force, progress=progress, iterations=args.iterations)
     return 0
 
 

@@ -83,3 +83,16 @@ def run_convert(args: argparse.Namespace, progress: bool) -> None:
     status = ", ".join(f"{v} {k}" for k, v in sorted(summary["status"].items()))
     print(f"{args.output}: {summary['frames']} frames ({status}); {summary['faces_protected']} faces protected by "
           f"the fallback, {summary['faces_unprotected']} unprotected")
+
+
+def run_baseline(args: argparse.Namespace, progress: bool) -> None:
+    from stages.baseline import baseline
+
+    faces = args.faces
+    if faces is None:
+        faces = args.output.with_name(args.output.stem + ".extract")
+        spec = extract_spec("extract", args.video, faces, PipelineConfig(device=args.device), progress)
+        run_stage(spec, Manifest(faces / "manifest.json"))
+    summary = baseline(args.video, faces, args.output, args.method, crf=args.crf, progress=progress)
+    print(f"{args.output}: {args.method} on {summary['faces']} faces in {summary['frames_with_faces']}/"
+          f"{summary['frames']} frames")

@@ -19,14 +19,23 @@ from pipeline.workflow import layout, run_pipeline
 log = logging.getLogger("deid.demo")
 
 
-def run_demo(out_dir: Path, device: str = "auto", force: bool = False, progress: bool = True) -> list[StageOutcome]:
+# A small `original` model: enough iterations to show the whole pipeline on a CPU in about a minute.
+# A real swap needs the full-size model and hours on a GPU (FIELD_NOTES.md: 12 h per pair in the study).
+DEMO_TRAIN = {"model": "original", "width": 32, "latent": 256, "batch_size": 8, "save_every": 100,
+              "preview_every": 100, "identity_every": 100}
+
+
+def run_demo(out_dir: Path, device: str = "auto", force: bool = False, progress: bool = True,
+             iterations: int = 300) -> list[StageOutcome]:
     out_dir = Path(out_dir).resolve()
     target, donor = build_demo_clips(out_dir / "media")
     config_path = out_dir / "pipeline.yaml"
     config_path.write_text(
         "# Written by `deid demo`; every key is documented in the project's pipeline.yaml.\n"
         + yaml.safe_dump({"pair": "demo", "runs_dir": "runs", "target": f"media/{target.path.name}",
-                          "donor": f"media/{donor.path.name}", "device": device}, sort_keys=False)
+                          "donor": f"media/{donor.path.name}", "target_references": [str(target.reference)],
+                          "donor_references": [str(donor.reference)], "device": device,
+                          "train": {**DEMO_TRAIN, "iterations": iterations}}, sort_keys=False)
     )
     config = load_config(config_path)
     outcomes = run_pipeline(config, force=force, progress=progress)
@@ -37,8 +46,14 @@ def run_demo(out_dir: Path, device: str = "auto", force: bool = False, progress:
         state = "ran" if outcome.ran else "up to date"
         if outcome.key.startswith("extract:"):
             detail = f"{summary.get('frames_with_faces', '?')}/{summary.get('frames', '?')} frames with faces"
-        else:
+        elif outcome.key.startswith("clean:"):
             detail = f"kept {summary.get('kept', '?')}/{summary.get('faces', '?')} faces"
+        elif outcome.key == "train":
+            detail = (f"iteration {summary.get('iteration', '?')}, loss A {summary.get('loss_a', '?')}, "
+                      f"B {summary.get('loss_b', '?')}")
+        else:
+            detail = ", ".join(f"{v} {k}" for k, v in sorted(summary.get("status", {}).items()))
         print(f"  {outcome.key:<28} {state:<11} {detail}")
     print(f"demo: outputs in {pair.root} (config {config_path})")
+    print(f"demo: swapped video {pair.swapped}")
     return outcomes

@@ -1,7 +1,8 @@
 """`deid run`: turn a PipelineConfig into the stages of one pair and run them in order.
 
 Layout under runs/<pair>/ (DESIGN.md): extract/<video-id>/ and clean/<video-id>/ for the target and
-the donor, and manifest.json recording every stage. Later stages (train, convert, evaluate) append here.
+the donor, model/ (the trained pair), convert/<target>.mp4 (+ .frames.csv), and manifest.json
+recording every stage. The evaluate stage appends here.
 """
 from __future__ import annotations
 
@@ -32,6 +33,14 @@ class PairLayout:
 
     def clean_dir(self, video_id: str) -> Path:
         return self.root / "clean" / video_id
+
+    @property
+    def model_dir(self) -> Path:
+        return self.root / "model"
+
+    @property
+    def swapped(self) -> Path:
+        return self.root / "convert" / f"{self.target_id}.mp4"
 
 
 def layout(config: PipelineConfig) -> PairLayout:
@@ -80,6 +89,32 @@ def clean_spec(key: str, extract_dir: Path, out_dir: Path, config: CleanConfig, 
     )
 
 
+def train_spec(key: str, a_dir: Path, b_dir: Path, model_dir: Path, config: PipelineConfig,
+               progress: bool = True) -> StageSpec:
+    from stages.train import train
+
+    return StageSpec(
+        key=key,
+        inputs={"faces_a": Path(a_dir) / "alignments.json", "faces_b": Path(b_dir) / "alignments.json"},
+        params={"device": config.device, **as_plain(config.train)},
+        outputs=[model_dir / "state.json", model_dir / "model.pt"],
+        run=lambda: train(a_dir, b_dir, model_dir, config.train, device=config.device, progress=progress),
+    )
+
+
+def convert_spec(key: str, video: Path, faces_dir: Path, model_dir: Path, out: Path, config: PipelineConfig,
+                 progress: bool = True) -> StageSpec:
+    from stages.convert import convert
+
+    return StageSpec(
+        key=key,
+        inputs={"video": video, "faces": Path(faces_dir) / "alignments.json", "model": model_dir / "model.pt"},
+        params={"device": config.device, **as_plain(config.convert)},
+        outputs=[out, out.with_name(out.stem + ".frames.csv")],
+        run=lambda: convert(video, faces_dir, model_dir, out, config.convert, device=config.device, progress=progress),
+    )
+
+
 def plan(config: PipelineConfig, progress: bool = True) -> tuple[PairLayout, list[StageSpec]]:
     pair = layout(config)
     specs = []
@@ -88,6 +123,12 @@ def plan(config: PipelineConfig, progress: bool = True) -> tuple[PairLayout, lis
         specs.append(extract_spec(f"extract:{video_id}", source, pair.extract_dir(video_id), config, progress))
         specs.append(clean_spec(f"clean:{video_id}", pair.extract_dir(video_id), pair.clean_dir(video_id),
                                 config.clean, references, progress))
+    specs.append(train_spec("train", pair.clean_dir(pair.target_id), pair.clean_dir(pair.donor_id), pair.model_dir,
+                            config, progress))
+    # Convert reads the target's clean folder: its kept face per frame is the target, every other face
+    # the extract found (bystanders, rejected detections) is protected by the fallback.
+    specs.append(convert_spec("convert", config.target, pair.clean_dir(pair.target_id), pair.model_dir,
+                              pair.swapped, config, progress))
     return pair, specs
 
 

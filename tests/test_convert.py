@@ -183,3 +183,17 @@ def test_bad_inputs(tiny_model, extracted, data_dir, tmp_path, capsys):
     assert "no trained model" in capsys.readouterr().err
     for name in ("a.mp4", "b.mp4", "c.mp4"):
         assert not (tmp_path / name).exists()
+
+
+@pytest.mark.parametrize("method", ["blur", "pixelate", "mask"])
+def test_baselines_hide_every_face_with_the_same_output_guarantees(extracted, data_dir, tmp_path, method):
+    from stages.baseline import baseline
+
+    video = data_dir / "video" / "single_face.mp4"
+    out = tmp_path / f"{method}.mp4"
+    summary = baseline(video, extracted("video/single_face.mp4"), out, method, progress=False)
+    assert summary["faces"] == 72
+    facts, source = video_facts(out), video_facts(video)
+    assert facts["frames"] == source["frames"] and facts["size"] == source["size"] and facts["audio"] == source["audio"]
+    for frame in frames_of(out)[::12]:
+        assert face_recognition.face_locations(frame, number_of_times_to_upsample=1) == []

@@ -10,14 +10,21 @@ from pipeline.cli import main
 
 def test_demo_runs_every_stage_and_reruns_nothing(tmp_path, capsys):
     out = tmp_path / "demo"
-    assert main(["-q", "demo", "-o", str(out), "--device", "cpu"]) == 0
+    assert main(["-q", "demo", "-o", str(out), "--device", "cpu", "--iterations", "20"]) == 0
     printed = capsys.readouterr().out
     assert "outputs in" in printed
     manifest = json.loads((out / "runs" / "demo" / "manifest.json").read_text())
     assert set(manifest["stages"]) == {"extract:astronaut", "extract:grace_hopper", "clean:astronaut",
-                                       "clean:grace_hopper"}
+                                       "clean:grace_hopper", "train", "convert"}
     for key, record in manifest["stages"].items():
         assert record["status"] == "done"
+        if key == "train":
+            assert record["summary"]["iteration"] == 20
+            continue
+        if key == "convert":
+            assert record["summary"]["status"].get("swapped", 0) >= 0.9 * record["summary"]["frames"]
+            assert (out / "runs" / "demo" / "convert" / "astronaut.mp4").is_file()
+            continue
         if key.startswith("clean:"):
             assert record["summary"]["kept"] >= 0.9 * record["summary"]["faces"] > 0, key
             continue
@@ -27,8 +34,8 @@ def test_demo_runs_every_stage_and_reruns_nothing(tmp_path, capsys):
         alignments = json.loads((out / "runs" / "demo" / "extract" / video_id / "alignments.json").read_text())
         assert alignments["video"]["has_audio"]
 
-    assert main(["demo", "-o", str(out), "--device", "cpu"]) == 0
-    assert printed.count(" ran ") == 4 and capsys.readouterr().out.count("up to date") == 4
+    assert main(["demo", "-o", str(out), "--device", "cpu", "--iterations", "20"]) == 0
+    assert printed.count(" ran ") == 6 and capsys.readouterr().out.count("up to date") == 6
 
 
 def test_run_without_target_names_the_key(tmp_path, capsys):
