@@ -111,7 +111,8 @@ def main() -> None:
             print(f"{family:>9} {result['device']}: {result['images_per_second']:8.2f} images/s, "
                   f"{result['seconds_per_iteration']:7.3f} s/iteration at batch {result['batch_size']}, "
                   f"peak RSS {result['peak_rss_mib']:.0f} MiB"
-                  + (f", peak GPU {result['peak_gpu_allocated_mib']:.0f} MiB" if "peak_gpu_allocated_mib" in result else ""),
+                  + (f", peak GPU {result['peak_gpu_allocated_mib']:.0f} MiB"
+                     if "peak_gpu_allocated_mib" in result else ""),
                   flush=True)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(results, indent=2) + "\n")

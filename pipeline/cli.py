@@ -105,6 +105,26 @@ def build_parser() -> argparse.ArgumentParser:
     base.add_argument("--crf", type=int, default=18)
     base.add_argument("--device", default="auto")
 
+    ev = sub.add_parser("evaluate", help="de-identification distance and expression preservation of a swapped video")
+    ev.add_argument("--original", type=Path, required=True, help="the original video (person A)")
+    ev.add_argument("--swapped", type=Path, required=True, help="the de-identified video (any tool)")
+    ev.add_argument("--ref-original", type=Path, required=True, help="a photo of the original person")
+    ev.add_argument("--ref-donor", type=Path, required=True, help="a photo of the donor")
+    ev.add_argument("-o", "--output", type=Path, required=True, help="output folder (reports/ inside)")
+    ev.add_argument("--frames", type=int, default=1000, help="frames sampled (default 1000)")
+    ev.add_argument("--seed", type=int, default=0)
+    ev.add_argument("--au", choices=("pyfeat", "openface", "pyfeat-csv", "none"), default="pyfeat")
+    ev.add_argument("--au-original", type=Path, default=None, help="AU CSV of the original (openface / pyfeat-csv)")
+    ev.add_argument("--au-swapped", type=Path, default=None, help="AU CSV of the swapped video")
+    ev.add_argument("--gallery", type=Path, default=None, help="folder of identities (one sub-folder per person)")
+    ev.add_argument("--parrot", choices=("auto", "blur", "pixelate", "none"), default="auto")
+    ev.add_argument("--pyfeat-model-dir", type=Path, default=None, help="py-feat weights in the hub cache layout")
+    ev.add_argument("--name", default=None, help="label of this run in `deid compare`")
+
+    cmp_ = sub.add_parser("compare", help="one table across evaluated runs (CSV, Markdown, HTML)")
+    cmp_.add_argument("runs", type=Path, nargs="+", help="evaluate output folders")
+    cmp_.add_argument("-o", "--output", type=Path, required=True)
+
     run = sub.add_parser("run", help="run every stage of a pipeline.yaml that is not up to date")
     run.add_argument("config", nargs="?", type=Path, default=Path("pipeline.yaml"))
     run.add_argument("--force", action="store_true", help="re-run every stage")
@@ -160,6 +180,16 @@ def _dispatch(args: argparse.Namespace, progress: bool) -> int:
         from pipeline.commands import run_baseline
 
         run_baseline(args, progress)
+    elif args.command == "evaluate":
+        from pipeline.commands import run_evaluate
+
+        run_evaluate(args, progress)
+    elif args.command == "compare":
+        from reports.compare import compare
+
+        table = compare(args.runs, args.output)
+        print(table.to_string(index=False))
+        print(f"-> {args.output / 'compare.csv'}, compare.md, compare.html")
     elif args.command == "run":
         from pipeline.config import load_config
         from pipeline.workflow import run_pipeline

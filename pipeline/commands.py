@@ -96,3 +96,19 @@ def run_baseline(args: argparse.Namespace, progress: bool) -> None:
     summary = baseline(args.video, faces, args.output, args.method, crf=args.crf, progress=progress)
     print(f"{args.output}: {args.method} on {summary['faces']} faces in {summary['frames_with_faces']}/"
           f"{summary['frames']} frames")
+
+
+def run_evaluate(args: argparse.Namespace, progress: bool) -> None:
+    from stages.evaluate import evaluate
+    from stages.evaluate_config import EvaluateConfig
+
+    try:
+        config = EvaluateConfig(frames=args.frames, seed=args.seed, au=args.au, au_original=args.au_original,
+                                au_swapped=args.au_swapped, gallery=args.gallery, parrot=args.parrot,
+                                pyfeat_model_dir=args.pyfeat_model_dir)
+    except ConfigError as exc:
+        raise _cli_error("evaluate", exc, "evaluate") from None
+    summary = evaluate(args.original, args.swapped, args.ref_original, args.ref_donor, args.output, config,
+                       progress=progress, name=args.name)
+    print(summary.get("verdict", ""))
+    print(f"-> {args.output / 'reports' / 'report.html'}")

@@ -17,6 +17,7 @@ from typing import Any, Literal, Mapping
 import yaml
 
 from pipeline.errors import ConfigError
+from stages.evaluate_config import EvaluateConfig
 from stages.train_config import TrainConfig
 
 Device = Literal["auto", "cpu", "cuda"]
@@ -125,6 +126,7 @@ class PipelineConfig:
     clean: CleanConfig = field(default_factory=CleanConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     convert: ConvertConfig = field(default_factory=ConvertConfig)
+    evaluate: EvaluateConfig = field(default_factory=EvaluateConfig)
 
     def __post_init__(self) -> None:
         if not self.pair or "/" in self.pair or self.pair.startswith("."):
@@ -170,6 +172,10 @@ def _resolve_paths(config: PipelineConfig, base: Path) -> PipelineConfig:
         config, runs_dir=resolve(config.runs_dir), target=resolve(config.target), donor=resolve(config.donor),
         target_references=tuple(resolve(p) for p in config.target_references),
         donor_references=tuple(resolve(p) for p in config.donor_references),
+        evaluate=dataclasses.replace(config.evaluate, au_original=resolve(config.evaluate.au_original),
+                                     au_swapped=resolve(config.evaluate.au_swapped),
+                                     gallery=resolve(config.evaluate.gallery),
+                                     pyfeat_model_dir=resolve(config.evaluate.pyfeat_model_dir)),
     )
 
 

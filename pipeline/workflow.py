@@ -1,8 +1,8 @@
 """`deid run`: turn a PipelineConfig into the stages of one pair and run them in order.
 
 Layout under runs/<pair>/ (DESIGN.md): extract/<video-id>/ and clean/<video-id>/ for the target and
-the donor, model/ (the trained pair), convert/<target>.mp4 (+ .frames.csv), and manifest.json
-recording every stage. The evaluate stage appends here.
+the donor, model/ (the trained pair), convert/<target>.mp4 (+ .frames.csv), evaluate/ (reference
+photos when picked automatically, reports/), and manifest.json recording every stage.
 """
 from __future__ import annotations
 
@@ -41,6 +41,10 @@ class PairLayout:
     @property
     def swapped(self) -> Path:
         return self.root / "convert" / f"{self.target_id}.mp4"
+
+    @property
+    def evaluate_dir(self) -> Path:
+        return self.root / "evaluate"
 
 
 def layout(config: PipelineConfig) -> PairLayout:
@@ -115,6 +119,33 @@ def convert_spec(key: str, video: Path, faces_dir: Path, model_dir: Path, out: P
     )
 
 
+def evaluate_spec(key: str, original: Path, swapped: Path, references: tuple[Path, Path], out_dir: Path,
+                  config: PipelineConfig, progress: bool = True, name: str | None = None) -> StageSpec:
+    from stages.evaluate import evaluate
+
+    return StageSpec(
+        key=key,
+        inputs={"original": original, "swapped": swapped, "ref_original": references[0], "ref_donor": references[1]},
+        params=as_plain(config.evaluate),
+        outputs=[out_dir / "reports" / "summary.json", out_dir / "reports" / "report.html"],
+        run=lambda: evaluate(original, swapped, references[0], references[1], out_dir, config.evaluate,
+                             progress=progress, name=name),
+    )
+
+
+def _reference_stage(pair: PairLayout, video_id: str, source: Path, configured: tuple[Path, ...],
+                     progress: bool) -> tuple[Path, StageSpec | None]:
+    """The configured reference photo, or a stage that picks one from the person's clean faces."""
+    if configured:
+        return configured[0], None
+    from stages.references import pick_reference
+
+    out = pair.evaluate_dir / f"reference_{video_id}.png"
+    faces = pair.clean_dir(video_id)
+    return out, StageSpec(key=f"reference:{video_id}", inputs={"faces": faces / "alignments.json"}, params={},
+                          outputs=[out], run=lambda: {"reference": str(pick_reference(faces, source, out))})
+
+
 def plan(config: PipelineConfig, progress: bool = True) -> tuple[PairLayout, list[StageSpec]]:
     pair = layout(config)
     specs = []
@@ -129,6 +160,11 @@ def plan(config: PipelineConfig, progress: bool = True) -> tuple[PairLayout, lis
     # the extract found (bystanders, rejected detections) is protected by the fallback.
     specs.append(convert_spec("convert", config.target, pair.clean_dir(pair.target_id), pair.model_dir,
                               pair.swapped, config, progress))
+    ref_target, pick_target = _reference_stage(pair, pair.target_id, config.target, config.target_references, progress)
+    ref_donor, pick_donor = _reference_stage(pair, pair.donor_id, config.donor, config.donor_references, progress)
+    specs += [spec for spec in (pick_target, pick_donor) if spec is not None]
+    specs.append(evaluate_spec("evaluate", config.target, pair.swapped, (ref_target, ref_donor), pair.evaluate_dir,
+                               config, progress, name=config.pair))
     return pair, specs
 
 

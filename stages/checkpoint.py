@@ -50,6 +50,7 @@ OPTIMIZER = "optimizer.pt"
 STATE = "state.json"
 BEST = "best"
 LOCK = ".lock"
+ARCH_KEYS = ("input_size", "output_size", "width", "latent")  # what build_model needs besides the family name
 STATE_SCHEMA = 1
 _PENDING = re.compile(r"^\.(model|optimizer)-(\d+)\.pt$")
 
@@ -94,8 +95,9 @@ def read_state(model_dir: Path) -> dict[str, Any] | None:
         raise DeidError(f"{path}: not valid JSON (line {exc.lineno}); restore it from {BEST}/ or use a new "
                         "model folder") from None
     if not isinstance(state, dict) or state.get("schema") != STATE_SCHEMA:
-        raise DeidError(f"{path}: not a deid model state (schema {state.get('schema') if isinstance(state, dict) else None!r}, "
-                        f"expected {STATE_SCHEMA}); use a new model folder")
+        found = state.get("schema") if isinstance(state, dict) else None
+        raise DeidError(f"{path}: not a deid model state (schema {found!r}, expected {STATE_SCHEMA}); "
+                        "use a new model folder")
     return state
 
 
@@ -227,7 +229,7 @@ def load_model(model_dir: Path, device: torch.device | str = "cpu") -> tuple[Swa
     if saved is None:
         raise DeidError(f"{model_dir}: no trained model (no state.json); run `deid train` first")
     frozen = saved.state["frozen"]
-    model = build_model(frozen["model"], **{key: frozen[key] for key in ("input_size", "output_size", "width", "latent")})
+    model = build_model(frozen["model"], **{key: frozen[key] for key in ARCH_KEYS})
     model.load_state_dict(saved.model)
     return model.to(device).eval(), saved.state
 

@@ -9,6 +9,7 @@ Inputs: two extract or clean output folders (A_DIR, B_DIR). Output folder MODEL_
                     for A->A (the control: how far mere blur moves a face), A->B to B's faces, and the
                     share of A->B faces still recognised as A
     previews/<iteration>.jpg   rows of faces; columns A, A->A, A->B, B, B->B, B->A
+Previews and the identity check also run when a run stops (unless their `*_every` is 0).
 
 One iteration = one Adam step on an augmented batch of A and one of B (stages/augment.py), both through
 the shared encoder in one pass. Loss per side: L1 weighted by the face mask (eyes+brows and mouth
@@ -22,11 +23,11 @@ from __future__ import annotations
 import csv
 import dataclasses
 import io
-import statistics
 import logging
 import math
 import os
 import signal
+import statistics
 import time
 from collections import deque
 from dataclasses import dataclass, field
@@ -106,7 +107,7 @@ def train(a_dir: Path, b_dir: Path, model_dir: Path, config: TrainConfig, device
 
 def resolve_architecture(config: TrainConfig) -> dict[str, Any]:
     """The frozen keys of this config: the model's arch() with family defaults filled in, plus the crop."""
-    overrides = {key: getattr(config, key) or None for key in ("input_size", "output_size", "width", "latent")}
+    overrides = {key: getattr(config, key) or None for key in checkpoint.ARCH_KEYS}
     try:
         with torch.device("meta"):  # shapes only: no memory, no initialisation time
             model = build_model(config.model, **overrides)
@@ -143,7 +144,7 @@ class _Session:
 
 def _open_session(model_dir: Path, config: TrainConfig, frozen: dict[str, Any], faces: dict[str, FaceSet],
                   batch_size: int, device: torch.device, previous: checkpoint.Checkpoint | None) -> _Session:
-    overrides = {key: frozen[key] for key in ("input_size", "output_size", "width", "latent")}
+    overrides = {key: frozen[key] for key in checkpoint.ARCH_KEYS}
     with torch.random.fork_rng(devices=[]):  # seed the initial weights without touching the caller's RNG
         torch.manual_seed(config.seed)
         model = build_model(config.model, **overrides)
@@ -253,7 +254,8 @@ def _step(s: _Session) -> tuple[float, float] | None:
     loss_a, loss_b, norm_value = torch.stack([losses[0].detach(), losses[1].detach(), norm]).tolist()  # one sync
     # With fp16 loss scaling an infinite gradient is routine (the scaler skips the step and lowers its scale);
     # otherwise a non-finite loss or gradient means the weights are about to be destroyed.
-    if not (math.isfinite(loss_a) and math.isfinite(loss_b)) or (not s.scaler.is_enabled() and not math.isfinite(norm_value)):
+    finite = math.isfinite(loss_a) and math.isfinite(loss_b) and (s.scaler.is_enabled() or math.isfinite(norm_value))
+    if not finite:
         _reload_after_nan(s, loss_a, loss_b, norm_value)
         return None
     s.scaler.step(s.optimizer)
@@ -285,7 +287,8 @@ def _batch(s: _Session, side: str) -> Batch:
     return batch
 
 
-def reconstruction_loss(rgb: torch.Tensor, mask: torch.Tensor | None, batch: Batch, config: TrainConfig) -> torch.Tensor:
+def reconstruction_loss(rgb: torch.Tensor, mask: torch.Tensor | None, batch: Batch,
+                        config: TrainConfig) -> torch.Tensor:
     """Masked, region-weighted L1 + DSSIM of the masked face (+ learned-mask MSE), in float32."""
     rgb = rgb.float()
     face = config.background_weight + (1 - config.background_weight) * batch.mask
@@ -351,9 +354,9 @@ def _save(s: _Session) -> None:
 
 
 def _finish(s: _Session, reason: str, start_iteration: int, seconds: float) -> None:
-    run = s.state["runs"][-1]
-    run.update(stopped=reason, seconds=round(seconds, 1),
-               images_per_second=round(2 * s.batch_size * (s.iteration - start_iteration) / seconds, 2) if seconds else None)
+    trained = s.iteration - start_iteration
+    s.state["runs"][-1].update(stopped=reason, seconds=round(seconds, 1),
+                               images_per_second=round(2 * s.batch_size * trained / seconds, 2) if seconds else None)
     if reason in ("SIGINT", "SIGTERM"):  # stop promptly: a SIGTERM usually comes with a short grace period
         _save(s)
         return
@@ -418,6 +421,11 @@ def _identity(s: _Session) -> None:
     s.last_identity = record
     log.info("iteration %d: A->B is %.3f from A (A->A %.3f, control), %.3f from B; %.0f%% still recognised as A",
              s.iteration, record["a2b_to_a"], record["a2a_to_a"], record["a2b_to_b"], 100 * record["a2b_reidentified"])
+    if record["a2b_reidentified"] > 0.5:
+        # The failure the literature warns about: decoder B learning to pass A through (an identity mapping).
+        log.warning("iteration %d: %.0f%% of A->B swaps are still recognised as A (distance < %.1f): the swap is not "
+                    "hiding A; check that A_DIR and B_DIR hold different people, train longer, or give B more "
+                    "varied faces", s.iteration, 100 * record["a2b_reidentified"], MATCH_THRESHOLD)
 
 
 # --- CSV logs ----------------------------------------------------------------------------------------------------

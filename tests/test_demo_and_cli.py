@@ -15,11 +15,17 @@ def test_demo_runs_every_stage_and_reruns_nothing(tmp_path, capsys):
     assert "outputs in" in printed
     manifest = json.loads((out / "runs" / "demo" / "manifest.json").read_text())
     assert set(manifest["stages"]) == {"extract:astronaut", "extract:grace_hopper", "clean:astronaut",
-                                       "clean:grace_hopper", "train", "convert"}
+                                       "clean:grace_hopper", "train", "convert", "evaluate"}
     for key, record in manifest["stages"].items():
         assert record["status"] == "done"
         if key == "train":
             assert record["summary"]["iteration"] == 20
+            continue
+        if key == "evaluate":
+            summary = record["summary"]
+            assert summary["verdict"].startswith("identity")
+            report = out / "runs" / "demo" / "evaluate" / "reports" / "report.html"
+            assert report.is_file() and "AU" in report.read_text()
             continue
         if key == "convert":
             assert record["summary"]["status"].get("swapped", 0) >= 0.9 * record["summary"]["frames"]
@@ -35,7 +41,7 @@ def test_demo_runs_every_stage_and_reruns_nothing(tmp_path, capsys):
         assert alignments["video"]["has_audio"]
 
     assert main(["demo", "-o", str(out), "--device", "cpu", "--iterations", "20"]) == 0
-    assert printed.count(" ran ") == 6 and capsys.readouterr().out.count("up to date") == 6
+    assert printed.count(" ran ") == 7 and capsys.readouterr().out.count("up to date") == 7
 
 
 def test_run_without_target_names_the_key(tmp_path, capsys):

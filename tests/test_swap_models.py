@@ -39,7 +39,8 @@ def test_family_forward_backward_at_default_size(name, size_in, size_out, has_ma
     target = torch.rand_like(rgb)
     loss = (rgb - target).abs().mean() + (0 if mask is None else mask.mean())
     loss.backward()
-    grads = {part: [p.grad for p in getattr(model, part).parameters()] for part in ("encoder", "decoder_a", "decoder_b")}
+    grads = {part: [p.grad for p in getattr(model, part).parameters()]
+             for part in ("encoder", "decoder_a", "decoder_b")}
     assert all(g is not None and torch.isfinite(g).all() for g in grads["encoder"] + grads["decoder_a"])
     assert sum(g.abs().sum() for g in grads["encoder"]) > 0
     # Side "a" must not touch decoder B: the two people's decoders are separate networks.

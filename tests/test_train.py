@@ -96,7 +96,8 @@ def test_resume_continues_counter_optimiser_and_loss_curve(trained):
 
     state = state_of(trained.dir)
     assert state["iteration"] == 300 and trained.second["iterations_this_run"] == 150
-    assert [(r["from"], r["to"], r["stopped"]) for r in state["runs"]] == [(0, 150, "iterations"), (150, 300, "iterations")]
+    runs = [(r["from"], r["to"], r["stopped"]) for r in state["runs"]]
+    assert runs == [(0, 150, "iterations"), (150, 300, "iterations")]
     optimizer = torch.load(trained.dir / "optimizer.pt", weights_only=True)
     assert {int(s["step"]) for s in optimizer["optimizer"]["state"].values()} == {300}  # Adam's moments carried on
     model = torch.load(trained.dir / "model.pt", weights_only=True)
@@ -269,7 +270,8 @@ def test_nan_loss_skips_the_step_and_reloads_the_last_checkpoint(people, tmp_pat
 
 def test_persistent_nan_stops_with_a_clear_error(people, tmp_path, monkeypatch):
     a, b = people
-    monkeypatch.setattr(train_module, "reconstruction_loss", lambda rgb, mask, batch, cfg: rgb.float().mean() * float("nan"))
+    monkeypatch.setattr(train_module, "reconstruction_loss",
+                        lambda rgb, mask, batch, cfg: rgb.float().mean() * float("nan"))
     with pytest.raises(DeidError) as err:
         train(a, b, tmp_path / "model", config(**TINY, iterations=10), device="cpu", progress=False)
     message = str(err.value)
@@ -365,7 +367,8 @@ def test_faces_load_once_as_uint8_and_the_window_matches_the_frame_geometry(peop
 
 
 def test_augmentation_moves_image_and_masks_together(people):
-    faces = FaceSet.load("B_DIR", people[1], Window(window_size(64, 64), "face", 0.875, "extended"), torch.device("cpu"))
+    window = Window(window_size(64, 64), "face", 0.875, "extended")
+    faces = FaceSet.load("B_DIR", people[1], window, torch.device("cpu"))
     planes = faces.batch(torch.arange(8), torch.device("cpu")).clone()
     planes[:, 0] = planes[:, 4]  # the red channel carries the eye region: it must stay on the eye plane
     geometric = AugmentSettings(warp=0.0, lightness=0.0, color_ab=0.0, flip=0.5)

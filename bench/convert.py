@@ -1,0 +1,68 @@
+"""Convert throughput: frames/s of `deid convert` on a 720p clip, with the default model architecture.
+
+    python bench/convert.py [--frames 120] [--device auto] [--model original] [--out bench/results/convert.json]
+
+The clip is WolfgangLanger_Pexels.mp4 upscaled to 1280x720 (a real face in every frame). The model has
+the family's default architecture trained for one iteration: inference costs the same whatever the
+weights. Extraction is done beforehand and not timed; the clock covers decode -> swap -> blend -> encode.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+import ffmpeg  # noqa: E402
+
+from bench.machine import machine_info  # noqa: E402
+from pipeline.config import ConvertConfig, ExtractConfig  # noqa: E402
+from stages.convert import convert  # noqa: E402
+from stages.extract import extract  # noqa: E402
+from stages.train import train  # noqa: E402
+from stages.train_config import TrainConfig  # noqa: E402
+
+SOURCE = ROOT.parent / "shared" / "data" / "video" / "WolfgangLanger_Pexels.mp4"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--frames", type=int, default=120)
+    parser.add_argument("--device", default="auto")
+    parser.add_argument("--model", default="original", choices=("original", "dfaker", "villain"))
+    parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "convert.json")
+    args = parser.parse_args()
+
+    with tempfile.TemporaryDirectory() as tmp:
+        tmp = Path(tmp)
+        clip = tmp / "clip720.mp4"
+        (ffmpeg.input(str(SOURCE)).filter("scale", 1280, 720).output(str(clip), vframes=args.frames, vcodec="libx264",
+                                                                      crf=18, pix_fmt="yuv420p")
+         .overwrite_output().run(quiet=True))
+        extract(clip, tmp / "faces", ExtractConfig(), device=args.device, progress=False)
+        train(tmp / "faces", tmp / "faces", tmp / "model", TrainConfig(model=args.model, iterations=1, batch_size=2,
+                                                                       preview_every=0, identity_every=0),
+              device=args.device, progress=False)
+        results = {"clip": f"{SOURCE.name} upscaled to 1280x720, {args.frames} frames", "model": args.model,
+                   "machine": machine_info()}
+        for color in ("avg", "seamless"):
+            start = time.perf_counter()
+            summary = convert(clip, tmp / "faces", tmp / "model", tmp / f"out_{color}.mp4", ConvertConfig(color=color),
+                              device=args.device, progress=False)
+            seconds = time.perf_counter() - start
+            results[f"color_{color}"] = {"frames": summary["frames"], "seconds": round(seconds, 2),
+                                         "frames_per_second": round(summary["frames"] / seconds, 2),
+                                         "device": args.device}
+            print(f"convert 720p, {args.model}, color {color}: {results[f'color_{color}']}", flush=True)
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(results, indent=2) + "\n")
+    print(f"-> {args.out}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,66 @@
+"""The `evaluate:` section of pipeline.yaml: how a de-identification run (or any pair of videos) is scored.
+
+Kept apart from pipeline/config.py so the evaluate stage and its tests import nothing from the
+loader; validation follows the same rule: a wrong value is a ConfigError naming `evaluate.<key>`.
+"""
+from __future__ import annotations
+
+import typing
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
+
+from pipeline.errors import ConfigError
+
+AuSource = Literal["pyfeat", "openface", "pyfeat-csv", "none"]
+ParrotMode = Literal["auto", "blur", "pixelate", "none"]
+
+
+@dataclass(frozen=True)
+class EvaluateConfig:
+    frames: int = 1000                      # frames sampled (same indices in both videos); all if fewer
+    seed: int = 0                           # seed of the frame sample
+    threshold: float = 0.6                  # face_recognition distance below which a face is "the same person"
+    au: AuSource = "pyfeat"                 # where AU intensities come from; CSV routes need au_original/au_swapped
+    au_original: Path | None = None         # AU table of the original (py-feat CSV or OpenFace CSV)
+    au_swapped: Path | None = None          # AU table of the swapped video
+    gallery: Path | None = None             # folder with one sub-folder of photos per person: rank-1/5 identification
+    parrot: ParrotMode = "auto"             # parrot attack: auto-detect blur/pixelation, force one, or skip
+    pyfeat_model_dir: Path | None = None    # py-feat weights in the Hugging Face hub cache layout (offline)
+    min_face_size: int = 40                 # MTCNN minimum face size in pixels
+    batch_size: int = 8                     # frames per detector batch
+    max_reid_times: int = 20                # re-identified frame times listed in the verdict / summary
+
+    def __post_init__(self) -> None:
+        _int("frames", self.frames, 1, 10**7)
+        _int("seed", self.seed, 0, 2**32 - 1)
+        _int("min_face_size", self.min_face_size, 12, 4096)
+        _int("batch_size", self.batch_size, 1, 1024)
+        _int("max_reid_times", self.max_reid_times, 0, 10**6)
+        if isinstance(self.threshold, bool) or not isinstance(self.threshold, (int, float)) \
+                or not 0.0 < float(self.threshold) < 2.0:
+            raise ConfigError(f"evaluate.threshold must be a number in 0..2 (face_recognition distance), got {self.threshold!r}")
+        _choice("au", self.au, typing.get_args(AuSource))
+        _choice("parrot", self.parrot, typing.get_args(ParrotMode))
+        for key in ("au_original", "au_swapped", "gallery", "pyfeat_model_dir"):
+            value = getattr(self, key)
+            if value is not None and not isinstance(value, (str, Path)):
+                raise ConfigError(f"evaluate.{key} must be a path, got {value!r}")
+            if isinstance(value, str):
+                object.__setattr__(self, key, Path(value))
+        if self.au in ("openface", "pyfeat-csv"):
+            for key in ("au_original", "au_swapped"):
+                if getattr(self, key) is None:
+                    raise ConfigError(f"evaluate.{key} is required with evaluate.au: {self.au} (the AU table computed elsewhere)")
+
+
+def _int(key: str, value: object, low: int, high: int) -> None:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise ConfigError(f"evaluate.{key} must be an integer, got {value!r}")
+    if not low <= value <= high:
+        raise ConfigError(f"evaluate.{key} must be in {low}..{high}, got {value}")
+
+
+def _choice(key: str, value: object, allowed: tuple) -> None:
+    if value not in allowed:
+        raise ConfigError(f"evaluate.{key} must be one of {', '.join(allowed)}, got {value!r}")

@@ -1,0 +1,223 @@
+"""AU tables (real py-feat and OpenFace outputs), identity arithmetic, geometry, HTML and compare: no models run."""
+from __future__ import annotations
+
+import json
+import re
+from html.parser import HTMLParser
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from pipeline.errors import ConfigError, DeidError
+from reports import au
+from reports.compare import compare
+from reports.geometry import frame_geometry, geometry_preservation, geometry_table
+from reports.html import render_report, verdict_line
+from reports.identity import format_time, identity_frame_table, rank_identification, reidentification
+from stages.evaluate_config import EvaluateConfig
+
+
+@pytest.fixture(scope="module")
+def openface(data_dir):
+    return au.read_au_table(data_dir / "openface" / "OpenFace_Test.csv", "openface")
+
+
+@pytest.fixture(scope="module")
+def pyfeat(data_dir):
+    return (au.read_au_table(data_dir / "pyfeat" / "001.csv", "pyfeat-csv"),
+            au.read_au_table(data_dir / "pyfeat" / "002.csv", "pyfeat-csv"))
+
+
+def test_openface_parsed_all_au_r_columns_zero_based(openface, data_dir):
+    raw = pd.read_csv(data_dir / "openface" / "OpenFace_Test.csv")
+    expected = sorted(c.strip()[:-2] for c in raw.columns if re.match(r"^\s*AU\d\d_r$", c))
+    assert list(openface.columns) == expected and len(expected) == 17
+    assert openface.index[0] == 0 and len(openface) == len(raw)  # frame 1 -> index 0
+    assert openface["AU01"].iloc[0] == pytest.approx(float(raw[" AU01_r"].iloc[0]))
+
+
+def test_openface_self_comparison_and_constant_columns(openface):
+    table, summary = au.compare_tables(openface, openface)
+    defined = table[table["pcc_defined"]]
+    assert np.allclose(defined["pcc"].astype(float), 1.0) and np.allclose(table["rmse"].astype(float), 0.0)
+    # AU06, AU10, ... are constant in this clip: PCC undefined, counted, kept out of the mean.
+    assert set(summary["pcc_undefined"]) >= {"AU06", "AU10", "AU12"}
+    assert summary["pcc_n"] + len(summary["pcc_undefined"]) == 17
+    assert summary["pcc_mean"] == pytest.approx(1.0) and summary["rmse_mean"] == 0.0
+    assert np.isfinite(summary["pcc_sd"])
+
+
+def test_openface_failed_frames_become_nan(tmp_path, data_dir):
+    raw = pd.read_csv(data_dir / "openface" / "OpenFace_Test.csv")
+    raw.loc[3, " success"] = 0
+    raw.loc[5, " confidence"] = 0.1
+    path = tmp_path / "of.csv"
+    raw.to_csv(path, index=False)
+    table = au.read_au_table(path, "openface")
+    assert table.loc[[3, 5]].isna().all().all() and table.loc[4].notna().all()
+    a, b, info = au.align_tables(table, au.read_au_table(data_dir / "openface" / "OpenFace_Test.csv", "openface"))
+    assert info["failed_original"] == 2 and info["frames_paired"] == len(raw) - 2
+
+
+def test_pyfeat_tables_align_on_frame(pyfeat):
+    a, b = pyfeat
+    assert list(a.columns)[0] == "AU01" and list(a.columns)[-1] == "AU43" and len(a.columns) == 20
+    table, summary = au.compare_tables(a, b)
+    info = summary["alignment"]
+    assert info["frames_original"] == 40 and info["frames_swapped"] == 28 and info["frames_common"] == 28
+    assert info["frames_only_original"] == 12
+    assert summary["pcc_undefined"] == ["AU20"]  # constant 1.0 in 001.csv
+    assert summary["pcc_n"] == 19 and np.isfinite(summary["pcc_mean"]) and np.isfinite(summary["rmse_mean"])
+    # the arithmetic, by hand on one AU over the aligned frames
+    x, y = a.loc[b.index, "AU01"].to_numpy(), b["AU01"].to_numpy()
+    row = table.set_index("au").loc["AU01"]
+    assert row["pcc"] == pytest.approx(np.corrcoef(x, y)[0, 1])
+    assert row["rmse"] == pytest.approx(np.sqrt(np.mean((x - y) ** 2)))
+    self_table, self_summary = au.compare_tables(a, a)
+    assert self_summary["pcc_mean"] == pytest.approx(1.0) and self_summary["rmse_mean"] == 0.0
+
+
+def test_pyfeat_alignment_uses_frame_numbers_not_row_order(pyfeat):
+    a, _ = pyfeat
+    shifted = a.iloc[::-1].copy()
+    shifted.index = shifted.index + 5  # frames 5..44 in reverse row order
+    x, y, info = au.align_tables(a, shifted)
+    assert info["frames_common"] == 35 and list(x.index) == list(range(5, 40))
+    assert np.allclose(x.to_numpy(), a.loc[5:39].to_numpy()) and np.allclose(y.to_numpy(), a.loc[0:34].to_numpy())
+
+
+def test_pyfeat_feat_test_one_row_and_multi_face(tmp_path, data_dir):
+    one = au.read_au_table(data_dir / "pyfeat" / "Feat_Test.csv", "pyfeat-csv")
+    assert len(one) == 1
+    raw = pd.read_csv(data_dir / "pyfeat" / "001.csv").head(3)
+    small = raw.copy()
+    small["FaceRectWidth"] = 10.0
+    small["AU01"] = 9.0
+    path = tmp_path / "multi.csv"
+    pd.concat([small, raw]).to_csv(path, index=False)
+    table = au.read_au_table(path, "pyfeat-csv")
+    assert len(table) == 3 and np.allclose(table["AU01"], raw["AU01"])  # the largest face wins
+
+
+def test_pcc_undefined_cases():
+    assert au.pcc_rmse(np.ones(5), np.arange(5.0))[0] is None
+    assert au.pcc_rmse(np.array([1.0]), np.array([2.0])) == (None, 1.0, 1)
+    assert au.pcc_rmse(np.array([np.nan, np.nan]), np.array([1.0, 2.0])) == (None, None, 0)
+    summary = au.summarize(pd.DataFrame({"au": ["a", "b"], "pcc": [None, None], "rmse": [0.1, 0.3]}))
+    assert summary["pcc_mean"] is None and summary["pcc_n"] == 0 and summary["rmse_mean"] == pytest.approx(0.2)
+
+
+def test_bad_au_table_is_one_line_error(tmp_path):
+    path = tmp_path / "x.csv"
+    path.write_text("a,b\n1,2\n")
+    with pytest.raises(DeidError, match="AU"):
+        au.read_au_table(path, "pyfeat-csv")
+    with pytest.raises(DeidError, match="not found"):
+        au.read_au_table(tmp_path / "missing.csv", "openface")
+
+
+def test_config_validation():
+    with pytest.raises(ConfigError, match="evaluate.frames"):
+        EvaluateConfig(frames=0)
+    with pytest.raises(ConfigError, match="evaluate.au"):
+        EvaluateConfig(au="openfac")
+    with pytest.raises(ConfigError, match="evaluate.au_original"):
+        EvaluateConfig(au="openface")
+    with pytest.raises(ConfigError, match="evaluate.threshold"):
+        EvaluateConfig(threshold="0.6")
+    assert EvaluateConfig(au="none", au_original="x.csv").au_original.name == "x.csv"
+
+
+def _identity_table():
+    rng = np.random.default_rng(0)
+    ref_o, ref_d = rng.normal(size=128), rng.normal(size=128)
+    orig = ref_o + 0.01 * rng.normal(size=(10, 128))
+    swap = ref_d + 0.01 * rng.normal(size=(10, 128))
+    swap[3] = ref_o  # re-identified at frame 30
+    swap[7] = np.nan  # no face
+    return identity_frame_table(np.arange(10) * 10, np.arange(10) * 10 / 25.0, orig, swap, ref_o, ref_d), ref_o, ref_d
+
+
+def test_identity_reid_and_times():
+    table, _, _ = _identity_table()
+    reid = reidentification(table, 0.6)
+    assert reid["frames_reidentified"] == 1 and reid["reidentified_frames"] == [30]
+    assert reid["reidentified_times"] == ["0:01.2"] and reid["no_face_share"] == pytest.approx(0.1)
+    assert reid["reid_rate"] == pytest.approx(0.1) and reid["reid_rate_detected"] == pytest.approx(1 / 9)
+    text, _ = verdict_line(reid)
+    assert text.startswith("identity hidden in 9/10 frames; 1 frame within 0.6") and "0:01.2" in text
+    assert format_time(754.25) == "12:34.2" and format_time(3600) == "1:00:00.0"
+
+
+def test_rank_identification():
+    table, ref_o, ref_d = _identity_table()
+    rng = np.random.default_rng(1)
+    gallery = {"orig": ref_o[None], "donor": ref_d[None], **{f"p{i}": rng.normal(size=(2, 128)) for i in range(6)}}
+    swap = np.stack([ref_d] * 9 + [ref_o])
+    r = rank_identification(swap, gallery, "orig")
+    assert r["rank1"] == pytest.approx(0.1) and r["rank5"] == pytest.approx(1.0) and r["top1_counts"]["donor"] == 9
+
+
+def test_geometry_self_is_perfect_and_pose_sane(data_dir):
+    from tests.test_evaluate import _landmarks_of_image
+    lm = _landmarks_of_image(data_dir / "images" / "single_face.jpg")
+    g = frame_geometry(lm)
+    assert abs(g["yaw"]) < 30 and abs(g["roll"]) < 20 and 0.05 < g["eye_aperture"] < 0.6
+    rng = np.random.default_rng(0)
+    seq = [lm + rng.normal(scale=2.0, size=lm.shape) for _ in range(8)] + [None]
+    table = geometry_table(seq, list(range(9)))
+    per, summary = geometry_preservation(table, table)
+    assert summary["geometry_pcc_mean"] == pytest.approx(1.0) and summary["geometry_rmse_mean"] == 0.0
+    assert summary["pose_mae"] == 0.0 and summary["frames_paired"] == 8
+
+
+class _Collect(HTMLParser):
+    def __init__(self):
+        super().__init__()
+        self.urls, self.first = [], None
+        self.in_body = False
+
+    def handle_starttag(self, tag, attrs):
+        if tag == "body":
+            self.in_body = True
+        elif self.in_body and self.first is None:
+            self.first = (tag, dict(attrs))
+        self.urls += [v for k, v in attrs if k in ("src", "href") and v]
+
+
+def check_report_html(text: str) -> _Collect:
+    parser = _Collect()
+    parser.feed(text)
+    assert not [u for u in parser.urls if re.match(r"(?i)\s*(https?:)?//", u)]
+    assert all(u.startswith("data:") for u in parser.urls)
+    assert parser.first[0] == "p" and parser.first[1].get("id") == "verdict"
+    assert "<link" not in text and "@import" not in text and "<script" not in text
+    return parser
+
+
+def test_render_report_offline():
+    text = render_report("t", ("identity hidden in 1/1 frames", "ok"), [("A", "<p>x</p>")])
+    check_report_html(text)
+
+
+def test_compare_table(tmp_path):
+    def summary(name, sw, reid, pcc):
+        return {"name": name, "identity": {"comparisons": {"SW-OR": {"mean": sw, "sd": 0.1}},
+                                           "reidentification": {"reid_rate": reid, "no_face_share": 0.0,
+                                                                 "frames_sampled": 100}},
+                "au": {"computed": pcc is not None, "source": "openface", "pcc_mean": pcc, "pcc_sd": 0.05,
+                       "rmse_mean": 0.2, "rmse_sd": 0.1, "reason": "disabled"},
+                "geometry": {"pose_mae": 1.5, "geometry_pcc_mean": 0.9, "geometry_pcc_sd": 0.05},
+                "parrot": {"applied": False}}
+    for name, args in {"faceswap": (0.72, 0.02, 0.78), "blur": (0.9, 0.0, None)}.items():
+        (tmp_path / name / "reports").mkdir(parents=True)
+        (tmp_path / name / "reports" / "summary.json").write_text(json.dumps(summary(name, *args)))
+    table = compare([tmp_path / "faceswap", tmp_path / "blur" / "reports"], tmp_path / "out")
+    assert list(table["name"]) == ["faceswap", "blur"]
+    assert table.loc[0, "SW-OR"] == "0.720 ± 0.100" and table.loc[0, "AU PCC"] == "0.780 ± 0.050"
+    assert table.loc[1, "AU PCC"] == "n/a" and "not computed" in table.loc[1, "AU source"]
+    assert (tmp_path / "out" / "compare.md").read_text().startswith("| name | SW-OR |")
+    assert pd.read_csv(tmp_path / "out" / "compare.csv").shape == (2, len(table.columns))
+    with pytest.raises(DeidError, match="summary.json"):
+        compare([tmp_path / "nothing"], tmp_path / "out2")
