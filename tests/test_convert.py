@@ -23,7 +23,7 @@ from stages.train_config import TrainConfig
 
 # A deliberately small `original` (width 32, latent 128): the tests check the plumbing, not the swap quality.
 TINY = TrainConfig(model="original", width=32, latent=128, iterations=30, batch_size=8, save_every=1000,
-                   preview_every=1000, identity_every=1000, mixed_precision=False)
+                   preview_every=0, identity_every=0, mixed_precision=False)
 
 
 @pytest.fixture(scope="module")
