@@ -474,6 +474,11 @@ def render_html(summary: dict, table: pd.DataFrame, geo_table: pd.DataFrame, au_
 def _verdict(reid: dict, parrot: dict) -> tuple[str, str]:
     """The naive verdict, plus the parrot attack's count where it finds more (a blur is not a disguise)."""
     text, cls = html_mod.verdict_line(reid)
+    missing = reid.get("frames_sampled", 0) - reid.get("frames_with_face", 0)
+    if missing:
+        # A frame with no detectable face counts as hidden; say how many, so nobody mistakes a broken
+        # swap (no face at all) for a good one.
+        text += f"; no face found in {missing} of the {reid.get('frames_sampled', 0)} swapped frames (counted as hidden)"
     if parrot.get("applied") and parrot.get("frames_reidentified", 0) > reid.get("frames_reidentified", 0):
         done = {"blur": "blurred", "pixelate": "pixelated"}.get(parrot["method"], parrot["method"])
         text += (f"; but a parrot attack (reference {done} the same way) re-identifies "
