@@ -10,29 +10,19 @@ from __future__ import annotations
 
 from torch import nn
 
-from models.swap.blocks import Residual, SwapModel, Upscale, conv, log2_int
-from models.swap.original import dense_encoder
+from models.swap.blocks import Residual, Upscale, conv
+from models.swap.original import Original
 
 
-class DFaker(SwapModel):
+class DFaker(Original):
+    """`original`'s encoder and constructor checks; only the decoders and the defaults differ."""
+
     name = "dfaker"
-    input_size = 64
     output_size = 128
-    coverage = 0.875
-    batch_size = 16
     learns_mask = True
 
     def __init__(self, input_size: int = 64, output_size: int = 128, width: int = 128, latent: int = 512) -> None:
-        super().__init__()
-        if output_size < 16:
-            raise ValueError(f"output_size must be at least 16, got {output_size}")
-        if width < 8 or latent < 8:
-            raise ValueError(f"width and latent must be at least 8, got width {width}, latent {latent}")
-        self.input_size, self.output_size, self.width, self.latent = input_size, output_size, width, latent
-        self.encoder, channels = dense_encoder(input_size, width, latent)
-        ups = log2_int(output_size, "output_size") - 3
-        self.decoder_a = self._decoder(channels, ups)
-        self.decoder_b = self._decoder(channels, ups)
+        super().__init__(input_size, output_size, width, latent)
 
     @staticmethod
     def _decoder(channels: int, ups: int) -> nn.Sequential:
