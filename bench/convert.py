@@ -1,6 +1,6 @@
 """Convert throughput: frames/s of `deid convert` on a 720p clip, with the default model architecture.
 
-    python bench/convert.py [--frames 120] [--device auto] [--model original] [--out bench/results/convert.json]
+    python -m bench.convert [--frames 120] [--device auto] [--model original] [--out bench/results/convert.json]
 
 The clip is WolfgangLanger_Pexels.mp4 upscaled to 1280x720 (a real face in every frame). The model has
 the family's default architecture trained for one iteration: inference costs the same whatever the
@@ -9,7 +9,6 @@ weights. Extraction is done beforehand and not timed; the clock covers decode ->
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import tempfile
 import time
@@ -21,6 +20,7 @@ sys.path.insert(0, str(ROOT))
 import ffmpeg  # noqa: E402
 
 from bench.machine import machine_info  # noqa: E402
+from pipeline.atomic import write_json  # noqa: E402
 from pipeline.config import ConvertConfig, ExtractConfig  # noqa: E402
 from stages.convert import convert  # noqa: E402
 from stages.extract import extract  # noqa: E402
@@ -59,8 +59,7 @@ def main() -> None:
                                          "frames_per_second": round(summary["frames"] / seconds, 2),
                                          "device": args.device}
             print(f"convert 720p, {args.model}, color {color}: {results[f'color_{color}']}", flush=True)
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(results, indent=2) + "\n")
+    write_json(args.out, results, indent=2)
     print(f"-> {args.out}")
 
 

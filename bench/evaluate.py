@@ -1,6 +1,6 @@
 """Evaluate throughput: the identity pass (decode + MTCNN + 68 landmarks + embedding, both videos) and the AU pass.
 
-    python bench/evaluate.py [--video V] [--frames N] [--out bench/results/evaluate.json]
+    python -m bench.evaluate [--video V] [--frames N] [--out bench/results/evaluate.json]
 
 The identity pass is timed inside `deid evaluate` on a video against itself (so every frame has a
 face), models loaded and references embedded beforehand are included in `total_s` but not in the

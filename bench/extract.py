@@ -1,6 +1,6 @@
 """Extraction throughput: our extract stage vs the study's naive per-frame face_recognition loop.
 
-    python bench/extract.py [--video V] [--frames N] [--device auto] [--out bench/results/extract.json]
+    python -m bench.extract [--video V] [--frames N] [--device auto] [--out bench/results/extract.json]
 
 The naive loop is what the study's scripts did: for every frame, `face_recognition.face_locations`
 (dlib HOG, upsample 1) and then `face_recognition.face_landmarks` on those boxes. It writes nothing,
@@ -10,7 +10,6 @@ write crops + masks + alignments.json), models loaded beforehand in both cases.
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import tempfile
 import time
@@ -20,6 +19,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from bench.machine import machine_info  # noqa: E402
+from pipeline.atomic import write_json  # noqa: E402
 from pipeline.config import ExtractConfig  # noqa: E402
 from stages.extract import extract  # noqa: E402
 from stages.media import iter_frames, probe  # noqa: E402
@@ -81,8 +81,7 @@ def main() -> None:
     naive = results["naive_face_recognition"]["frames_per_second"]
     results["speedup_default"] = round(results["ours_default"]["frames_per_second"] / naive, 2)
     results["speedup_detect_every_5"] = round(results["ours_detect_every_5"]["frames_per_second"] / naive, 2)
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(results, indent=2) + "\n")
+    write_json(args.out, results, indent=2)
     print(f"speed-up over the naive loop: {results['speedup_default']}x (default), "
           f"{results['speedup_detect_every_5']}x (detect_every 5) -> {args.out}")
 

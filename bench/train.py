@@ -1,14 +1,16 @@
 """Training throughput and peak memory per model family, at each family's default size and batch size.
 
-    python bench/train.py [--a A_DIR --b B_DIR] [--device auto] [--families original,dfaker,villain]
-                          [--iterations 5] [--warmup 2] [--out bench/results/train.json]
+    python -m bench.train [--a A_DIR --b B_DIR] [--device auto] [--families original,dfaker,villain]
+                          [--iterations 5] [--warmup 2] [--extract-every 1] [--out bench/results/train.json]
 
 Each family runs the real `deid train` stage (data in memory, batched augmentation on the device, the
 Adam step, the NaN check) in its own subprocess, so the peak memory of one family does not hide in
 another's. images/s counts A and B images per second of training step (loss.csv's images_per_s), the
 median over the timed iterations after `--warmup`; saves, previews and identity checks are excluded.
 Peak memory: the process's peak resident set (CPU) and torch's peak allocated GPU memory (CUDA).
-Without --a/--b, talking_1.mp4 and talking_2.mp4 from ../shared/data are extracted into a temporary folder.
+Without --a/--b, talking_1.mp4 and talking_2.mp4 from ../shared/data are extracted into a temporary folder
+(every `--extract-every`-th frame; each side needs at least a batch of faces). Exits 1 if a family failed,
+after writing the JSON with that family's error.
 """
 from __future__ import annotations
 
@@ -27,6 +29,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from bench.machine import machine_info  # noqa: E402
+from pipeline.atomic import write_json  # noqa: E402
 
 DATA = ROOT.parent / "shared" / "data" / "video"
 
@@ -68,14 +71,14 @@ def run_one(family: str, a_dir: Path, b_dir: Path, device: str, iterations: int,
     return result
 
 
-def extract_inputs(workdir: Path) -> tuple[Path, Path]:
+def extract_inputs(workdir: Path, device: str = "auto", every: int = 1) -> tuple[Path, Path]:
     from pipeline.config import ExtractConfig
     from stages.extract import extract
 
     dirs = []
     for name in ("talking_1.mp4", "talking_2.mp4"):
         out = workdir / Path(name).stem
-        extract(DATA / name, out, ExtractConfig(), device="auto", progress=False)
+        extract(DATA / name, out, ExtractConfig(every=every), device=device, progress=False)
         dirs.append(out)
     return dirs[0], dirs[1]
 
@@ -88,6 +91,8 @@ def main() -> None:
     parser.add_argument("--families", default="original,dfaker,villain")
     parser.add_argument("--iterations", type=int, default=5, help="timed iterations per family")
     parser.add_argument("--warmup", type=int, default=2, help="untimed iterations first")
+    parser.add_argument("--extract-every", type=int, default=1,
+                        help="without --a/--b: extract every N-th frame of the two videos (default 1)")
     parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "train.json")
     parser.add_argument("--one", help=argparse.SUPPRESS)  # internal: run one family, print JSON
     args = parser.parse_args()
@@ -96,7 +101,8 @@ def main() -> None:
         print(json.dumps(run_one(args.one, args.a, args.b, args.device, args.iterations, args.warmup)))
         return
     with tempfile.TemporaryDirectory() as tmp:
-        a_dir, b_dir = (args.a, args.b) if args.a and args.b else extract_inputs(Path(tmp))
+        a_dir, b_dir = ((args.a, args.b) if args.a and args.b
+                        else extract_inputs(Path(tmp), args.device, args.extract_every))
         results = {"machine": machine_info(), "a": str(a_dir), "b": str(b_dir), "families": []}
         for family in args.families.split(","):
             command = [sys.executable, __file__, "--one", family, "--a", str(a_dir), "--b", str(b_dir),
@@ -104,7 +110,8 @@ def main() -> None:
             done = subprocess.run(command, capture_output=True, text=True, cwd=ROOT)
             if done.returncode != 0:
                 print(done.stderr[-2000:], file=sys.stderr)
-                results["families"].append({"family": family, "error": done.stderr.strip().splitlines()[-1:]})
+                last = done.stderr.strip().splitlines()[-1:] or [f"exit status {done.returncode}"]
+                results["families"].append({"family": family, "error": last[0], "returncode": done.returncode})
                 continue
             result = json.loads(done.stdout.strip().splitlines()[-1])
             results["families"].append(result)
@@ -114,9 +121,13 @@ def main() -> None:
                   + (f", peak GPU {result['peak_gpu_allocated_mib']:.0f} MiB"
                      if "peak_gpu_allocated_mib" in result else ""),
                   flush=True)
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(results, indent=2) + "\n")
+    write_json(args.out, results, indent=2)
     print(f"-> {args.out}")
+    failed = [f"{r['family']}: {r['error']}" for r in results["families"] if "error" in r]
+    if failed:
+        print(f"train bench: {len(failed)} of {len(results['families'])} families failed; " + "; ".join(failed),
+              file=sys.stderr)
+        sys.exit(1)
 
 
 if __name__ == "__main__":

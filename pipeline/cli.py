@@ -129,6 +129,29 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("config", nargs="?", type=Path, default=Path("pipeline.yaml"))
     run.add_argument("--force", action="store_true", help="re-run every stage")
 
+    batch = sub.add_parser("batch", help="run many target/donor pairs from a manifest (YAML or CSV), then one table")
+    batch.add_argument("manifest", type=Path, help="pairs: YAML (pairs: [...]) or CSV (name,target,donor,...)")
+    batch.add_argument("-o", "--output", type=Path, required=True, metavar="RUNS_DIR",
+                       help="one folder per pair, shared extractions, status and comparison tables")
+    batch.add_argument("--executor", choices=("local", "ray"), default="local",
+                       help="local: worker processes on this machine; ray: Ray tasks (pip install 'deid[ray]')")
+    batch.add_argument("--address", default=None, help="ray: the cluster to use (default: a local Ray for this run)")
+    batch.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", dest="sets",
+                       help="override a pipeline.yaml key for every pair, e.g. --set train.iterations=200 (repeatable)")
+    batch.add_argument("--config", type=Path, default=None,
+                       help="base pipeline.yaml (default: the manifest's `config:` key, else the built-in defaults)")
+    batch.add_argument("--workers", type=int, default=None,
+                       help="local: pairs at once (default: sized to the machine's cores, memory and GPUs)")
+    batch.add_argument("--force", action="store_true", help="re-run every pair's own stages (shared ones are kept)")
+
+    from pipeline.ravdess import configure_parser as ravdess_args
+
+    ravdess_args(sub.add_parser("ravdess", help="write a batch manifest for a RAVDESS tree (the study's split per actor)"))
+
+    from bench.all import configure_parser as bench_args
+
+    bench_args(sub.add_parser("bench", help="measure extract/train/convert/evaluate throughput into one JSON"))
+
     demo = sub.add_parser("demo", help="build the built-in example (two public-domain portraits) and run it")
     demo.add_argument("-o", "--output", type=Path, default=Path("deid-demo"))
     demo.add_argument("--device", default="auto")
@@ -195,6 +218,21 @@ def _dispatch(args: argparse.Namespace, progress: bool) -> int:
         from pipeline.workflow import run_pipeline
 
         run_pipeline(load_config(args.config), force=args.force, progress=progress)
+    elif args.command == "batch":
+        from pipeline.batch import run_batch
+
+        results = run_batch(args.manifest, args.output, executor=args.executor, address=args.address,
+                            sets=args.sets, config=args.config, workers=args.workers, force=args.force,
+                            progress=progress)
+        return 0 if all(r.status in ("done", "skipped") for r in results) else 1
+    elif args.command == "ravdess":
+        from pipeline.ravdess import run_command
+
+        return run_command(args, progress)
+    elif args.command == "bench":
+        from bench.all import run_command as run_bench
+
+        return run_bench(args, progress)
     elif args.command == "demo":
         from pipeline.demo import run_demo
 

@@ -119,6 +119,7 @@ class PipelineConfig:
     runs_dir: Path = Path("runs")
     target: Path | None = None
     donor: Path | None = None
+    convert_video: Path | None = None
     target_references: tuple[Path, ...] = ()
     donor_references: tuple[Path, ...] = ()
     device: Device = "auto"
@@ -170,6 +171,7 @@ def _resolve_paths(config: PipelineConfig, base: Path) -> PipelineConfig:
 
     return dataclasses.replace(
         config, runs_dir=resolve(config.runs_dir), target=resolve(config.target), donor=resolve(config.donor),
+        convert_video=resolve(config.convert_video),
         target_references=tuple(resolve(p) for p in config.target_references),
         donor_references=tuple(resolve(p) for p in config.donor_references),
         evaluate=dataclasses.replace(config.evaluate, au_original=resolve(config.evaluate.au_original),

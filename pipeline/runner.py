@@ -4,7 +4,9 @@ A stage declares its inputs (files or folders, hashed by content), its parameter
 outputs. `manifest.json` keeps one record per stage: input hashes, parameters, outputs, timings and
 package versions. A stage is skipped only when its record matches the current inputs and parameters,
 its recorded code version is the current one, and every output still exists; the log says why a
-stage ran or was skipped. The manifest itself is rewritten atomically after every stage.
+stage ran or was skipped. The manifest itself is rewritten atomically after every stage, under a lock
+and merged with what is on disk, because stages of one pair may run at once in different processes
+(`deid batch --executor ray`).
 """
 from __future__ import annotations
 
@@ -20,6 +22,7 @@ from typing import Any, Callable, Mapping, Sequence
 
 from pipeline.atomic import write_json
 from pipeline.errors import DeidError
+from pipeline.locks import file_lock
 
 log = logging.getLogger("deid.runner")
 
@@ -36,6 +39,12 @@ class StageSpec:
     params: Mapping[str, Any]
     outputs: Sequence[Path]
     run: Callable[[], Mapping[str, Any]]
+    # Keys of the stages whose outputs this one reads (the batch executors schedule by them).
+    needs: tuple[str, ...] = ()
+    # Where the record goes when it is not the pair's manifest: a stage shared by several pairs (a donor's
+    # extraction in `deid batch`) keeps its record, and its lock, next to its own outputs.
+    manifest: Path | None = None
+    record: str | None = None  # the record's key in that manifest (default: `key`)
 
 
 @dataclass(frozen=True)
@@ -87,18 +96,31 @@ class Manifest:
 
     def __init__(self, path: Path) -> None:
         self.path = Path(path)
-        self.records: dict[str, dict[str, Any]] = {}
-        if self.path.exists():
-            try:
-                data = json.loads(self.path.read_text(encoding="utf-8"))
-                self.records = dict(data.get("stages", {}))
-            except (json.JSONDecodeError, AttributeError):
-                # A manifest we cannot read only costs a re-run; never a crash.
-                log.warning("%s is unreadable; every stage will re-run", self.path)
+        self.records: dict[str, dict[str, Any]] = self._read()
 
-    def save(self) -> None:
+    def _read(self) -> dict[str, dict[str, Any]]:
+        if not self.path.exists():
+            return {}
         try:
-            write_json(self.path, {"schema": MANIFEST_SCHEMA, "stages": self.records})
+            return dict(json.loads(self.path.read_text(encoding="utf-8")).get("stages", {}))
+        except (json.JSONDecodeError, AttributeError, UnicodeDecodeError):
+            # A manifest we cannot read only costs a re-run; never a crash.
+            log.warning("%s is unreadable; every stage will re-run", self.path)
+            return {}
+
+    @property
+    def lock_path(self) -> Path:
+        return self.path.with_name("." + self.path.name + ".lock")
+
+    def put(self, key: str, record: dict[str, Any]) -> None:
+        """Store one stage's record, keeping what other processes wrote for other stages meanwhile."""
+        self.records[key] = record
+        try:
+            with file_lock(self.lock_path):
+                on_disk = self._read()
+                on_disk[key] = record
+                write_json(self.path, {"schema": MANIFEST_SCHEMA, "stages": on_disk})
+            self.records = on_disk
         except OSError as exc:
             raise DeidError(f"{self.path}: cannot write the manifest ({exc.strerror or exc}); "
                             "choose a writable output folder") from None
@@ -132,9 +154,21 @@ def _plain(params: Mapping[str, Any]) -> dict[str, Any]:
 
 
 def run_stage(spec: StageSpec, manifest: Manifest, force: bool = False) -> StageOutcome:
-    """Run `spec` unless its manifest record shows it is up to date (or `force`)."""
+    """Run `spec` unless its manifest record shows it is up to date (or `force`).
+
+    A stage with its own manifest (`spec.manifest`, shared by several pairs) runs under that manifest's
+    lock: the second pair to need it waits for the first and then finds it up to date.
+    """
+    if spec.manifest is None:
+        return _run_stage(spec, manifest, force)
+    with file_lock(spec.manifest.with_name(f".{spec.manifest.name}.run")):
+        return _run_stage(spec, Manifest(spec.manifest), force)
+
+
+def _run_stage(spec: StageSpec, manifest: Manifest, force: bool) -> StageOutcome:
+    record_key = spec.record or spec.key
     input_hashes = {name: hash_input(path) for name, path in spec.inputs.items()}
-    record = manifest.records.get(spec.key)
+    record = manifest.records.get(record_key)
     reason = "forced" if force else why_stale(record, input_hashes, spec.params, spec.outputs)
     if reason is None:
         log.info("%s: up to date, skipped (inputs, parameters and outputs match %s)", spec.key, manifest.path.name)
@@ -149,8 +183,7 @@ def run_stage(spec: StageSpec, manifest: Manifest, force: bool = False) -> Stage
         "versions": package_versions(),
         "started": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
     }
-    manifest.records[spec.key] = entry
-    manifest.save()
+    manifest.put(record_key, entry)
     start = time.perf_counter()
     try:
         summary = dict(spec.run())
@@ -158,9 +191,9 @@ def run_stage(spec: StageSpec, manifest: Manifest, force: bool = False) -> Stage
         entry["status"] = "interrupted" if isinstance(exc, KeyboardInterrupt) else "failed"
         entry["error"] = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
         entry["seconds"] = round(time.perf_counter() - start, 3)
-        manifest.save()
+        manifest.put(record_key, entry)
         raise
     entry.update(status="done", seconds=round(time.perf_counter() - start, 3), summary=_plain(summary))
-    manifest.save()
+    manifest.put(record_key, entry)
     log.info("%s: done in %.1f s", spec.key, entry["seconds"])
     return StageOutcome(spec.key, ran=True, reason=reason, summary=summary)

@@ -60,9 +60,14 @@ def row_for(summary: dict, name: str) -> dict:
     }
 
 
-def compare(run_dirs: Sequence[Path], out_dir: Path, names: Sequence[str] | None = None) -> pd.DataFrame:
-    """Write compare.csv, compare.md and compare.html into out_dir; return the table."""
-    if not run_dirs:
+def compare(run_dirs: Sequence[Path], out_dir: Path, names: Sequence[str] | None = None, stem: str = "compare",
+            extra_html: str = "", allow_empty: bool = False) -> pd.DataFrame:
+    """Write <stem>.csv, <stem>.md and <stem>.html into out_dir; return the table.
+
+    `extra_html` is appended to the HTML page (the batch's status table); `allow_empty` writes a table
+    without rows instead of failing (a batch in which no pair got as far as evaluation).
+    """
+    if not run_dirs and not allow_empty:
         raise DeidError("deid compare needs at least one evaluate output folder")
     if names is not None and len(names) != len(run_dirs):
         raise DeidError(f"{len(names)} names for {len(run_dirs)} folders; give one name per folder or none")
@@ -77,9 +82,9 @@ def compare(run_dirs: Sequence[Path], out_dir: Path, names: Sequence[str] | None
         rows.append(row_for(summary, name))
     table = pd.DataFrame(rows, columns=COLUMNS)
     out_dir = Path(out_dir)
-    write_text(out_dir / "compare.csv", table.to_csv(index=False))
-    write_text(out_dir / "compare.md", to_markdown(table))
-    write_text(out_dir / "compare.html", to_html(table))
+    write_text(out_dir / f"{stem}.csv", table.to_csv(index=False))
+    write_text(out_dir / f"{stem}.md", to_markdown(table))
+    write_text(out_dir / f"{stem}.html", to_html(table, extra_html))
     return table
 
 
@@ -95,14 +100,18 @@ def to_markdown(table: pd.DataFrame) -> str:
     return "\n".join(lines) + "\n"
 
 
-def to_html(table: pd.DataFrame) -> str:
+def html_table(table: pd.DataFrame) -> str:
     head = "".join(f"<th>{html.escape(c)}</th>" for c in table.columns)
     body = "".join("<tr>" + "".join(f"<td>{html.escape(str(v))}</td>" for v in row) + "</tr>"
                    for row in table.itertuples(index=False))
+    return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
+
+
+def to_html(table: pd.DataFrame, extra_html: str = "") -> str:
     return ("<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\"><title>deid compare</title>"
             "<style>body{font-family:sans-serif}table{border-collapse:collapse}td,th{border:1px solid #bbb;"
             "padding:3px 8px}th{background:#f0f0f0}</style></head><body><h1>De-identification and expression "
-            f"preservation across runs</h1><table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
+            f"preservation across runs</h1>{html_table(table)}"
             "<p>SW-OR: face_recognition distance of swapped frames to the original person (higher = identity "
             "hidden; 0.6 = same-person threshold). Re-id rate: share of sampled frames within the threshold.</p>"
-            "</body></html>\n")
+            f"{extra_html}</body></html>\n")

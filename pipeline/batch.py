@@ -1,0 +1,110 @@
+"""`deid batch MANIFEST -o RUNS_DIR`: every pair of a manifest through the pipeline, then one table.
+
+Each pair runs the stages of its PipelineConfig into RUNS_DIR/<name>/. Footage shared by several pairs
+is concatenated, extracted and cleaned once under RUNS_DIR/_shared/ (content-addressed). A re-run skips
+what is up to date and resumes what was interrupted; a failing pair is reported and the others go on.
+At the end: RUNS_DIR/status.{csv,md} (done / skipped / failed with the one-line reason) and
+RUNS_DIR/comparison.{csv,md,html} (the `deid compare` table over every evaluated pair).
+"""
+from __future__ import annotations
+
+import logging
+import time
+from pathlib import Path
+from typing import Literal, Sequence
+
+import pandas as pd
+
+from pipeline.atomic import write_json, write_text
+from pipeline.batch_manifest import load_batch
+from pipeline.batch_pair import PairResult, write_status
+from pipeline.errors import ConfigError
+
+log = logging.getLogger("deid.batch")
+
+Executor = Literal["local", "ray"]
+STATUS_COLUMNS = ["name", "status", "reason", "stages run", "seconds", "report"]
+
+
+def run_batch(manifest: Path, runs_dir: Path, executor: Executor = "local", address: str | None = None,
+              sets: Sequence[str] = (), config: Path | None = None, workers: int | None = None,
+              force: bool = False, progress: bool = True) -> list[PairResult]:
+    """Run every pair; write the status and comparison tables; return one result per pair."""
+    runs_dir = Path(runs_dir).resolve()
+    jobs = load_batch(manifest, runs_dir, sets=sets, config=config)
+    if address and executor != "ray":
+        raise ConfigError("--address is for --executor ray")
+    if workers is not None and workers < 1:
+        raise ConfigError(f"--workers must be >= 1, got {workers}")
+    runs_dir.mkdir(parents=True, exist_ok=True)
+    start = time.perf_counter()
+
+    invalid = [PairResult(job.name, "failed", job.error or "invalid pair") for job in jobs if job.config is None]
+    for result in invalid:
+        write_status(result, runs_dir / result.name)
+    runnable = [job.config for job in jobs if job.config is not None]
+    bar = _progress_bar(len(jobs), len(invalid), progress)
+
+    def report(result: PairResult) -> None:
+        log.info("pair %s: %s%s", result.name, result.status, f" ({result.reason})" if result.reason else "")
+        if bar is not None:
+            bar.set_postfix_str(f"{result.name}: {result.status}")
+            bar.update(1)
+
+    try:
+        if not runnable:
+            results = []
+        elif executor == "ray":
+            from pipeline.executor_ray import run_ray
+
+            results = run_ray(runnable, runs_dir, address=address, force=force, on_result=report)
+            for result in results:
+                write_status(result, runs_dir / result.name)
+        else:
+            from pipeline.executor_local import run_local
+
+            results = run_local(runnable, runs_dir, workers=workers, force=force, on_result=report)
+    finally:
+        if bar is not None:
+            bar.close()
+    by_name = {r.name: r for r in [*invalid, *results]}
+    ordered = [by_name[job.name] for job in jobs]
+    write_tables(ordered, runs_dir, time.perf_counter() - start)
+    return ordered
+
+
+def _progress_bar(total: int, done: int, enabled: bool):
+    if not enabled:
+        return None
+    from tqdm import tqdm
+
+    return tqdm(total=total, initial=done, unit="pair", desc="batch")
+
+
+def status_table(results: Sequence[PairResult]) -> pd.DataFrame:
+    rows = []
+    for r in results:
+        report = Path(r.evaluate_dir) / "reports" / "report.html" if r.evaluate_dir else None
+        rows.append({"name": r.name, "status": r.status, "reason": r.reason, "stages run": ", ".join(r.ran) or "-",
+                     "seconds": r.seconds, "report": str(report) if report and report.exists() else "-"})
+    return pd.DataFrame(rows, columns=STATUS_COLUMNS)
+
+
+def write_tables(results: Sequence[PairResult], runs_dir: Path, seconds: float) -> None:
+    from reports.compare import compare, html_table, to_markdown
+
+    table = status_table(results)
+    write_text(runs_dir / "status.csv", table.to_csv(index=False))
+    write_text(runs_dir / "status.md", to_markdown(table))
+    write_json(runs_dir / "status.json", {"seconds": round(seconds, 1), "pairs": [r.as_json() for r in results]})
+    evaluated = [(r.name, Path(r.evaluate_dir)) for r in results
+                 if r.evaluate_dir and (Path(r.evaluate_dir) / "reports" / "summary.json").exists()]
+    comparison = compare([d for _, d in evaluated], runs_dir, names=[n for n, _ in evaluated], stem="comparison",
+                         extra_html="<h2>Pairs</h2>" + html_table(table), allow_empty=True)
+    counts = table["status"].value_counts().to_dict()
+    summary = ", ".join(f"{n} {s}" for s, n in sorted(counts.items()))
+    print(table.to_string(index=False))
+    if len(comparison):
+        print()
+        print(comparison.to_string(index=False))
+    print(f"batch: {summary} in {seconds:.0f} s; {runs_dir / 'status.md'}, {runs_dir / 'comparison.html'}")

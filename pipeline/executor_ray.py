@@ -1,0 +1,124 @@
+"""`deid batch --executor ray`: every pair's stages as Ray tasks, on a cluster or a local Ray.
+
+The driver plans every pair (the same plan `deid run` makes) and submits one task per stage, passing
+the results of the stages it needs as arguments, so Ray starts a stage as soon as its inputs exist and
+runs independent stages (two pairs' trainings, a target's extraction beside a donor's) at once. A stage
+shared by several pairs (a donor's extraction, content-addressed) is one task that all of them wait on.
+
+Resource requests: training takes one GPU when the cluster has GPUs; conversion half a GPU; extraction
+and evaluation a quarter (they may share); every stage one CPU, training two. Tasks write into RUNS_DIR,
+which on a real cluster must be a filesystem every node mounts at the same path (NFS, Lustre, CephFS).
+
+A stage that fails returns its one-line reason instead of raising, and the stages after it in that pair
+pass it on without running; Ray's own failures (a worker killed for memory) are caught per pair.
+"""
+from __future__ import annotations
+
+import logging
+import time
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+from pipeline.batch_pair import PairResult, failure_reason, link_shared, shared_root
+from pipeline.config import PipelineConfig, as_plain, config_from_mapping
+from pipeline.errors import DeidError
+from pipeline.runner import Manifest, run_stage
+from pipeline.workflow import plan
+
+log = logging.getLogger("deid.batch")
+
+# (CPUs, share of a GPU when the cluster has GPUs) per stage kind.
+RESOURCES = {"train": (2, 1.0), "convert": (1, 0.5), "extract": (1, 0.25), "evaluate": (1, 0.25)}
+
+
+def stage_task(config_plain: dict, key: str, force: bool, *upstream: dict) -> dict:
+    """Run one stage of one pair inside a Ray worker. Returns {"key", "ok", "ran", "reason"}."""
+    failed = [u for u in upstream if not u["ok"]]
+    if failed:
+        return {"key": key, "ok": False, "ran": False, "reason": failed[0]["reason"], "upstream": True}
+    config = config_from_mapping(config_plain, Path("/"))
+    try:
+        pair, specs = plan(config, progress=False, shared=shared_root(Path(config.runs_dir)))
+        spec = next(s for s in specs if s.key == key)
+        outcome = run_stage(spec, Manifest(pair.manifest), force=force and spec.manifest is None)
+    except Exception as exc:  # reported per pair by the driver; the batch goes on
+        return {"key": key, "ok": False, "ran": False, "reason": f"{key}: {failure_reason(exc)}"}
+    return {"key": key, "ok": True, "ran": outcome.ran, "reason": outcome.reason}
+
+
+def run_ray(configs: Sequence[PipelineConfig], runs_dir: Path, address: str | None = None, force: bool = False,
+            on_result: Callable[[PairResult], None] | None = None) -> list[PairResult]:
+    try:
+        import ray
+    except ImportError:
+        raise DeidError("the ray executor needs Ray: pip install 'deid[ray]' (or use --executor local)") from None
+    started_here = not ray.is_initialized()
+    if started_here:
+        _init(ray, address)
+    try:
+        gpus = ray.cluster_resources().get("GPU", 0)
+        cpus = ray.cluster_resources().get("CPU", 1)
+        log.info("ray executor: %s, %g CPU(s), %g GPU(s)", address or "local Ray on 127.0.0.1", cpus, gpus)
+        remote = ray.remote(stage_task)
+        shared_refs: dict[tuple[str, str], Any] = {}
+        pair_refs: dict[str, list[Any]] = {}
+        starts = {}
+        for config in configs:
+            pair, specs = plan(config, progress=False, shared=shared_root(Path(runs_dir)))
+            link_shared(pair)
+            plain = as_plain(config)
+            refs: dict[str, Any] = {}
+            for spec in specs:
+                shared_id = (str(spec.manifest), spec.record or spec.key) if spec.manifest else None
+                if shared_id and shared_id in shared_refs:
+                    refs[spec.key] = shared_refs[shared_id]
+                    continue
+                num_cpus, gpu_share = RESOURCES.get(spec.key.split(":")[0], (1, 0.0))
+                options = {"num_cpus": min(num_cpus, cpus), "num_gpus": gpu_share if gpus else 0}
+                refs[spec.key] = remote.options(**options, name=f"{config.pair}:{spec.key}").remote(
+                    plain, spec.key, force, *(refs[n] for n in spec.needs))
+                if shared_id:
+                    shared_refs[shared_id] = refs[spec.key]
+            pair_refs[config.pair] = [refs[spec.key] for spec in specs]
+            starts[config.pair] = time.perf_counter()
+        results = []
+        for config in configs:
+            result = _pair_result(ray, config, pair_refs[config.pair], starts[config.pair])
+            if on_result:
+                on_result(result)
+            results.append(result)
+        return results
+    finally:
+        if started_here:
+            ray.shutdown()
+
+
+def _init(ray: Any, address: str | None) -> None:
+    try:
+        if address:
+            ray.init(address=address, log_to_driver=False)
+        else:
+            # A private Ray for this run, bound to loopback: nothing on the network can reach it.
+            ray.init(address="local", _node_ip_address="127.0.0.1", include_dashboard=False, log_to_driver=False,
+                     object_store_memory=256 * 2**20)
+    except Exception as exc:
+        raise DeidError(f"cannot start or reach Ray at {address or 'a local instance'} ({failure_reason(exc)}); "
+                        "check --address (ray://HOST:10001 or HOST:6379)") from None
+
+
+def _pair_result(ray: Any, config: PipelineConfig, refs: list[Any], started: float) -> PairResult:
+    outcomes = []
+    for ref in refs:
+        try:
+            outcomes.append(ray.get(ref))
+        except Exception as exc:  # the task itself died (worker killed, node lost)
+            outcomes.append({"ok": False, "ran": False, "reason": f"Ray task failed: {failure_reason(exc)}"})
+    seconds = round(time.perf_counter() - started, 1)
+    failure = next((o for o in outcomes if not o["ok"]), None)
+    pair_root = Path(config.runs_dir) / config.pair
+    if failure is not None:
+        return PairResult(config.pair, "failed", failure["reason"], [o["key"] for o in outcomes if o.get("ran")],
+                          seconds)
+    ran = [o["key"] for o in outcomes if o["ran"]]
+    return PairResult(config.pair, "done" if ran else "skipped", "" if ran else "every stage was up to date", ran,
+                      seconds, str(pair_root / "evaluate"))
