@@ -68,10 +68,12 @@ def run_ray(configs: Sequence[PipelineConfig], runs_dir: Path, address: str | No
             link_shared(pair)
             plain = as_plain(config)
             refs: dict[str, Any] = {}
+            borrowed: set[str] = set()
             for spec in specs:
                 shared_id = (str(spec.manifest), spec.record or spec.key) if spec.manifest else None
                 if shared_id and shared_id in shared_refs:
                     refs[spec.key] = shared_refs[shared_id]
+                    borrowed.add(spec.key)  # another pair's task does it; this pair only waits for it
                     continue
                 num_cpus, gpu_share = RESOURCES.get(spec.key.split(":")[0], (1, 0.0))
                 options = {"num_cpus": min(num_cpus, cpus), "num_gpus": gpu_share if gpus else 0}
@@ -79,7 +81,7 @@ def run_ray(configs: Sequence[PipelineConfig], runs_dir: Path, address: str | No
                     plain, spec.key, force, *(refs[n] for n in spec.needs))
                 if shared_id:
                     shared_refs[shared_id] = refs[spec.key]
-            pair_refs[config.pair] = [refs[spec.key] for spec in specs]
+            pair_refs[config.pair] = [(refs[spec.key], spec.key in borrowed) for spec in specs]
             starts[config.pair] = time.perf_counter()
         results = []
         for config in configs:
@@ -106,13 +108,14 @@ def _init(ray: Any, address: str | None) -> None:
                         "check --address (ray://HOST:10001 or HOST:6379)") from None
 
 
-def _pair_result(ray: Any, config: PipelineConfig, refs: list[Any], started: float) -> PairResult:
+def _pair_result(ray: Any, config: PipelineConfig, refs: list[tuple[Any, bool]], started: float) -> PairResult:
     outcomes = []
-    for ref in refs:
+    for ref, borrowed in refs:
         try:
-            outcomes.append(ray.get(ref))
+            outcome = dict(ray.get(ref))
         except Exception as exc:  # the task itself died (worker killed, node lost)
-            outcomes.append({"ok": False, "ran": False, "reason": f"Ray task failed: {failure_reason(exc)}"})
+            outcome = {"ok": False, "ran": False, "reason": f"Ray task failed: {failure_reason(exc)}"}
+        outcomes.append({**outcome, "ran": outcome.get("ran", False) and not borrowed})
     seconds = round(time.perf_counter() - started, 1)
     failure = next((o for o in outcomes if not o["ok"]), None)
     pair_root = Path(config.runs_dir) / config.pair

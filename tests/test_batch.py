@@ -1,0 +1,203 @@
+"""`deid batch`: manifests, shared extraction, kill/resume, per-pair failures, local and Ray executors.
+
+Real short clips (cut from ../shared/data), tiny settings: a 4-iteration 16-channel model and 20
+evaluation frames, so each pair takes well under a minute on a 2-core CPU.
+"""
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from pipeline.batch_manifest import load_batch, parse_sets
+from pipeline.errors import ConfigError
+from pipeline.locks import try_lock
+
+TINY = {
+    "device": "cpu",
+    "train": {"model": "original", "width": 16, "latent": 64, "iterations": 4, "batch_size": 4, "save_every": 1000,
+              "preview_every": 0, "identity_every": 0},
+    "evaluate": {"frames": 20, "au": "none"},
+}
+
+
+def _cut(source: Path, out: Path, seconds: float) -> Path:
+    subprocess.run(["ffmpeg", "-v", "error", "-y", "-i", str(source), "-t", str(seconds), "-c:v", "libx264",
+                    "-preset", "veryfast", "-an", str(out)], check=True)
+    return out
+
+
+@pytest.fixture(scope="module")
+def clips(tmp_path_factory, data_dir) -> dict[str, Path]:
+    folder = tmp_path_factory.mktemp("batch_clips")
+    video = data_dir / "video"
+    return {
+        "t1": _cut(video / "talking_1.mp4", folder / "t1.mp4", 1.5),
+        "t2": _cut(video / "talking_2.mp4", folder / "t2.mp4", 1.5),
+        "donor": _cut(video / "single_face.mp4", folder / "donor.mp4", 1.5),
+        "noface": _cut(video / "no_face.mp4", folder / "noface.mp4", 1.5),
+    }
+
+
+def _manifest(path: Path, clips: dict[str, Path], names: list[str]) -> Path:
+    import yaml
+
+    targets = {"p1": "t1", "p2": "t2", "bad": "noface"}
+    pairs = [{"name": n, "target": str(clips[targets[n]]), "donor": str(clips["donor"])} for n in names]
+    path.write_text(yaml.safe_dump({"defaults": TINY, "pairs": pairs}))
+    return path
+
+
+def _deid(*args: str, timeout: float = 600) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "pipeline.cli", "-q", *args], capture_output=True, text=True,
+                          timeout=timeout)
+
+
+def _status(runs: Path) -> dict[str, dict]:
+    return {p["name"]: p for p in json.loads((runs / "status.json").read_text())["pairs"]}
+
+
+# --- manifests ---------------------------------------------------------------------------------------
+
+def test_yaml_manifest_precedence_config_defaults_overrides_set(tmp_path, clips):
+    base = tmp_path / "base.yaml"
+    base.write_text("train: {iterations: 7, batch_size: 2}\nevaluate: {frames: 9}\nclean: {threshold: 0.5}\n")
+    (tmp_path / "refs").mkdir()
+    ref = tmp_path / "refs" / "a.png"
+    ref.write_bytes(b"png")
+    manifest = tmp_path / "m.yaml"
+    manifest.write_text(
+        "config: base.yaml\n"
+        "defaults: {train: {iterations: 8}, evaluate: {frames: 10}}\n"
+        "pairs:\n"
+        f"  - {{name: a, target: {clips['t1']}, donor: {clips['donor']}, target_references: [refs/a.png],\n"
+        "      overrides: {train: {iterations: 9}}}\n"
+        f"  - {{name: b, target: {clips['t2']}, donor: {clips['donor']}, convert: {clips['t1']}}}\n")
+    jobs = load_batch(manifest, tmp_path / "runs", sets=["evaluate.frames=11"])
+    a, b = (job.config for job in jobs)
+    assert (a.train.iterations, a.train.batch_size, a.evaluate.frames, a.clean.threshold) == (9, 2, 11, 0.5)
+    assert (b.train.iterations, b.evaluate.frames) == (8, 11)
+    assert a.pair == "a" and a.runs_dir == (tmp_path / "runs").resolve()
+    assert a.target_references == (ref,)  # relative to the manifest's folder
+    assert b.convert_video == clips["t1"] and a.convert_video is None
+
+
+def test_csv_manifest_with_override_columns(tmp_path, clips):
+    manifest = tmp_path / "pairs.csv"
+    manifest.write_text("name,target,donor,train.iterations,device,donor_references\n"
+                        f"x,{clips['t1']},{clips['donor']},12,cpu,\n"
+                        f"y,{clips['t2']},{clips['donor']},,,\n")
+    x, y = (job.config for job in load_batch(manifest, tmp_path / "runs"))
+    assert (x.train.iterations, x.device) == (12, "cpu")
+    assert (y.train.iterations, y.device) == (100000, "auto")  # empty cells leave the defaults alone
+
+
+def test_a_pair_with_bad_settings_fails_alone_and_manifest_mistakes_stop_the_batch(tmp_path, clips):
+    manifest = tmp_path / "m.yaml"
+    manifest.write_text(
+        "pairs:\n"
+        f"  - {{name: ok, target: {clips['t1']}, donor: {clips['donor']}}}\n"
+        f"  - {{name: gone, target: {tmp_path / 'missing.mp4'}, donor: {clips['donor']}}}\n"
+        f"  - {{name: typo, target: {clips['t1']}, donor: {clips['donor']}, overrides: {{train: {{iteratons: 3}}}}}}\n")
+    ok, gone, typo = load_batch(manifest, tmp_path / "runs")
+    assert ok.error is None and ok.config is not None
+    assert gone.config is None and "missing.mp4" in gone.error and "\n" not in gone.error
+    assert typo.config is None and "train.iteratons" in typo.error
+
+    cases = {
+        "pairs:\n  - {name: a, target: x, donor: y, colour: red}\n": "unknown key 'colour'",
+        "pairs:\n  - {name: a/b, target: x, donor: y}\n": "plain folder name",
+        "pairs:\n  - {name: a, target: x, donor: y}\n  - {name: a, target: x, donor: y}\n": "used twice",
+        "defaults: {runs_dir: elsewhere}\npairs: []\n": "'runs_dir' is set by each pair",
+        "pairs: []\n": "no pairs",
+        "pair: [1]\n": "top-level 'pairs:'",
+    }
+    for text, expected in cases.items():
+        manifest.write_text(text)
+        with pytest.raises(ConfigError, match=expected):
+            load_batch(manifest, tmp_path / "runs")
+    with pytest.raises(ConfigError, match="KEY=VALUE"):
+        parse_sets(["train.iterations"])
+    assert parse_sets(["train.iterations=20", "device=cpu"]) == {"train": {"iterations": 20}, "device": "cpu"}
+
+
+# --- real runs -----------------------------------------------------------------------------------------
+
+def _wait_for(predicate, timeout: float, what: str) -> None:
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        time.sleep(0.2)
+
+
+def _ran_extract_of_donor(status: dict[str, dict]) -> list[str]:
+    return [name for name, pair in status.items() if "extract:donor" in pair["ran"]]
+
+
+def test_local_batch_kill_resume_failure_and_shared_donor(tmp_path, clips):
+    runs = tmp_path / "runs"
+    manifest = _manifest(tmp_path / "batch.yaml", clips, ["p1", "p2", "bad"])
+
+    # First run: kill the batch (the parent only, as a scheduler would) once the second pair has started.
+    batch = subprocess.Popen([sys.executable, "-m", "pipeline.cli", "-q", "batch", str(manifest), "-o", str(runs),
+                              "--workers", "1"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    log = runs / "p2" / "batch.log"
+    try:
+        _wait_for(lambda: log.exists() and "running" in log.read_text(), 300, "pair p2 to start a stage")
+    finally:
+        batch.send_signal(signal.SIGKILL)
+        batch.wait()
+    first = json.loads((runs / "p1" / "status.json").read_text())
+    assert first["status"] == "done" and "extract:donor" in first["ran"]
+    # The worker dies with the batch (no orphan keeps writing): the pair's lock is released.
+    def released() -> bool:
+        fd = try_lock(runs / "p2" / ".pair.lock")
+        if fd is not None:
+            os.close(fd)
+        return fd is not None
+    _wait_for(released, 30, "the killed batch's worker to exit")
+    assert not (runs / "p2" / "status.json").exists()
+
+    # Second run: p1 is skipped, p2 resumes and completes, the faceless pair fails with its reason.
+    result = _deid("batch", str(manifest), "-o", str(runs), "--workers", "1")
+    assert result.returncode == 1, result.stderr  # one pair failed
+    status = _status(runs)
+    assert status["p1"]["status"] == "skipped"
+    assert status["p2"]["status"] == "done"
+    assert status["bad"]["status"] == "failed" and "no faces" in status["bad"]["reason"]
+    assert "\n" not in status["bad"]["reason"]
+    assert _ran_extract_of_donor(status) == []  # the donor was extracted once, by p1 in the first run
+
+    table = pd.read_csv(runs / "status.csv")
+    assert list(table["status"]) == ["skipped", "done", "failed"]
+    comparison = pd.read_csv(runs / "comparison.csv")
+    assert list(comparison["name"]) == ["p1", "p2"]
+    assert "failed" in (runs / "comparison.html").read_text()
+    # One extraction per distinct video (t1, t2, donor, noface), shared; the pairs link to them.
+    assert len(list((runs / "_shared" / "extract").iterdir())) == 4
+    assert (runs / "p2" / "extract" / "donor").resolve() == (runs / "p1" / "extract" / "donor").resolve()
+    assert (runs / "p2" / "convert" / "t2.mp4").stat().st_size > 0
+
+
+def test_ray_batch_runs_pairs_as_tasks(tmp_path, clips):
+    pytest.importorskip("ray")
+    runs = tmp_path / "runs"
+    manifest = _manifest(tmp_path / "batch.yaml", clips, ["p1", "p2", "bad"])
+    result = _deid("batch", str(manifest), "-o", str(runs), "--executor", "ray")
+    assert result.returncode == 1, result.stderr
+    status = _status(runs)
+    assert status["p1"]["status"] == "done" and status["p2"]["status"] == "done"
+    assert status["bad"]["status"] == "failed" and "no faces" in status["bad"]["reason"]
+    assert len(_ran_extract_of_donor(status)) == 1  # one task extracted the donor for every pair
+    assert len(list((runs / "_shared" / "extract").iterdir())) == 4
+    assert list(pd.read_csv(runs / "comparison.csv")["name"]) == ["p1", "p2"]
+    for pair in ("p1", "p2"):
+        assert json.loads((runs / pair / "evaluate" / "reports" / "summary.json").read_text())["identity"]
