@@ -76,7 +76,8 @@ def run_ray(configs: Sequence[PipelineConfig], runs_dir: Path, address: str | No
                     borrowed.add(spec.key)  # another pair's task does it; this pair only waits for it
                     continue
                 num_cpus, gpu_share = RESOURCES.get(spec.key.split(":")[0], (1, 0.0))
-                options = {"num_cpus": min(num_cpus, cpus), "num_gpus": gpu_share if gpus else 0}
+                wants_gpu = gpus and config.device != "cpu"
+                options = {"num_cpus": min(num_cpus, cpus), "num_gpus": gpu_share if wants_gpu else 0}
                 refs[spec.key] = remote.options(**options, name=f"{config.pair}:{spec.key}").remote(
                     plain, spec.key, force, *(refs[n] for n in spec.needs))
                 if shared_id:

@@ -13,6 +13,10 @@ def test_demo_runs_every_stage_and_reruns_nothing(tmp_path, capsys):
     assert main(["-q", "demo", "-o", str(out), "--device", "cpu", "--iterations", "20"]) == 0
     printed = capsys.readouterr().out
     assert "outputs in" in printed
+    # The demo opens nothing; it says where the report is.
+    report_line = next(line for line in printed.splitlines() if line.startswith("demo: report "))
+    assert report_line.split("demo: report ", 1)[1] == str(out.resolve() / "runs" / "demo" / "evaluate" / "reports"
+                                                           / "report.html")
     manifest = json.loads((out / "runs" / "demo" / "manifest.json").read_text())
     assert set(manifest["stages"]) == {"extract:astronaut", "extract:grace_hopper", "clean:astronaut",
                                        "clean:grace_hopper", "train", "convert", "evaluate"}
@@ -53,5 +57,5 @@ def test_run_without_target_names_the_key(tmp_path, capsys):
 
 def test_console_script_help_lists_commands():
     result = subprocess.run([sys.executable, "-m", "pipeline.cli", "--help"], capture_output=True, text=True, check=True)
-    for command in ("extract", "run", "demo"):
+    for command in ("extract", "run", "demo", "batch", "ravdess", "bench"):
         assert command in result.stdout

@@ -242,3 +242,39 @@ def test_command_line_writes_the_manifest(ravdess_tree, donors, tmp_path, capsys
     assert pair["donor_references"] == [str(reference)]
     with pytest.raises(SystemExit):
         parser.parse_args([str(ravdess_tree), "-o", "m.yaml", "--actors", "1-30"])
+
+
+def test_the_manifest_is_a_batch_manifest_that_converts_the_chosen_clip(built, ravdess_tree, tmp_path):
+    from pipeline.batch_manifest import load_batch
+    from pipeline.workflow import plan
+
+    _, manifest = built
+    jobs = load_batch(manifest, tmp_path / "runs")
+    assert [job.name for job in jobs] == ["Actor_01", "Actor_02"] and all(job.error is None for job in jobs)
+    assert jobs[0].info["gender"] == "male"
+    config = jobs[0].config
+    assert config.target == manifest.parent / "ravdess_work" / "Actor_01_train.mp4"
+    assert config.convert_video == ravdess_tree / "Actor_01" / "01-01-03-02-01-01-01.mp4"
+    pair, specs = plan(config, progress=False, shared=tmp_path / "runs" / "_shared")
+    keys = [spec.key for spec in specs]
+    # Trained on the concatenation, converted and evaluated on the chosen clip, extracted and cleaned on its own.
+    assert "extract:01-01-03-02-01-01-01" in keys and "clean:01-01-03-02-01-01-01" in keys
+    convert = next(spec for spec in specs if spec.key == "convert")
+    assert convert.inputs["video"] == config.convert_video
+    evaluate = next(spec for spec in specs if spec.key == "evaluate")
+    assert evaluate.inputs["original"] == config.convert_video
+    assert pair.swapped.name == "01-01-03-02-01-01-01.mp4"
+
+
+def test_a_folder_of_clips_is_concatenated_before_extraction(ravdess_tree, donors, tmp_path):
+    from pipeline.config import config_from_mapping
+    from pipeline.workflow import plan
+
+    config = config_from_mapping({"target": str(ravdess_tree / "Actor_02"), "donor": str(donors["female"]),
+                                  "runs_dir": str(tmp_path / "runs"), "pair": "folder"}, tmp_path)
+    pair, specs = plan(config, progress=False)
+    assert [s.key for s in specs][:2] == ["concat:Actor_02", "extract:Actor_02"]
+    assert pair.target.video == tmp_path / "runs" / "folder" / "sources" / "Actor_02.mp4"
+    assert specs[1].needs == ("concat:Actor_02",)
+    summary = specs[0].run()
+    assert summary["clips"] == 2 and pair.target.video.is_file()
