@@ -16,8 +16,9 @@ from __future__ import annotations
 
 import logging
 import time
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any, Callable, Iterator, Sequence
 
 from pipeline.batch_pair import PairResult, failure_reason, link_shared, shared_root
 from pipeline.config import PipelineConfig, as_plain, config_from_mapping
@@ -37,13 +38,32 @@ def stage_task(config_plain: dict, key: str, force: bool, *upstream: dict) -> di
     if failed:
         return {"key": key, "ok": False, "ran": False, "reason": failed[0]["reason"], "upstream": True}
     config = config_from_mapping(config_plain, Path("/"))
-    try:
-        pair, specs = plan(config, progress=False, shared=shared_root(Path(config.runs_dir)))
-        spec = next(s for s in specs if s.key == key)
-        outcome = run_stage(spec, Manifest(pair.manifest), force=force and spec.manifest is None)
-    except Exception as exc:  # reported per pair by the driver; the batch goes on
-        return {"key": key, "ok": False, "ran": False, "reason": f"{key}: {failure_reason(exc)}"}
+    with _pair_log(Path(config.runs_dir) / config.pair / "batch.log"):
+        try:
+            pair, specs = plan(config, progress=False, shared=shared_root(Path(config.runs_dir)))
+            spec = next(s for s in specs if s.key == key)
+            outcome = run_stage(spec, Manifest(pair.manifest), force=force and spec.manifest is None)
+        except Exception as exc:  # reported per pair by the driver; the batch goes on
+            return {"key": key, "ok": False, "ran": False, "reason": f"{key}: {failure_reason(exc)}"}
     return {"key": key, "ok": True, "ran": outcome.ran, "reason": outcome.reason}
+
+
+@contextmanager
+def _pair_log(path: Path) -> Iterator[None]:
+    """Append this task's log records to the pair's batch.log, as the local executor's workers do."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    handler = logging.FileHandler(path)
+    handler.setFormatter(logging.Formatter("%(asctime)s %(name)s: %(message)s", "%H:%M:%S"))
+    root = logging.getLogger()
+    level = root.level
+    root.addHandler(handler)
+    root.setLevel(min(level, logging.INFO) if level else logging.INFO)
+    try:
+        yield
+    finally:
+        root.removeHandler(handler)
+        root.setLevel(level)
+        handler.close()
 
 
 def run_ray(configs: Sequence[PipelineConfig], runs_dir: Path, address: str | None = None, force: bool = False,

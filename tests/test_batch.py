@@ -20,6 +20,8 @@ from pipeline.batch_manifest import load_batch, parse_sets
 from pipeline.errors import ConfigError
 from pipeline.locks import try_lock
 
+from media_helpers import cut_clip
+
 TINY = {
     "device": "cpu",
     "train": {"model": "original", "width": 16, "latent": 64, "iterations": 4, "batch_size": 4, "save_every": 1000,
@@ -28,21 +30,15 @@ TINY = {
 }
 
 
-def _cut(source: Path, out: Path, seconds: float) -> Path:
-    subprocess.run(["ffmpeg", "-v", "error", "-y", "-i", str(source), "-t", str(seconds), "-c:v", "libx264",
-                    "-preset", "veryfast", "-an", str(out)], check=True)
-    return out
-
-
 @pytest.fixture(scope="module")
 def clips(tmp_path_factory, data_dir) -> dict[str, Path]:
     folder = tmp_path_factory.mktemp("batch_clips")
     video = data_dir / "video"
     return {
-        "t1": _cut(video / "talking_1.mp4", folder / "t1.mp4", 1.5),
-        "t2": _cut(video / "talking_2.mp4", folder / "t2.mp4", 1.5),
-        "donor": _cut(video / "single_face.mp4", folder / "donor.mp4", 1.5),
-        "noface": _cut(video / "no_face.mp4", folder / "noface.mp4", 1.5),
+        "t1": cut_clip(video / "talking_1.mp4", folder / "t1.mp4", 1.5, audio=False),
+        "t2": cut_clip(video / "talking_2.mp4", folder / "t2.mp4", 1.5, audio=False),
+        "donor": cut_clip(video / "single_face.mp4", folder / "donor.mp4", 1.5, audio=False),
+        "noface": cut_clip(video / "no_face.mp4", folder / "noface.mp4", 1.5, audio=False),
     }
 
 
@@ -201,3 +197,4 @@ def test_ray_batch_runs_pairs_as_tasks(tmp_path, clips):
     assert list(pd.read_csv(runs / "comparison.csv")["name"]) == ["p1", "p2"]
     for pair in ("p1", "p2"):
         assert json.loads((runs / pair / "evaluate" / "reports" / "summary.json").read_text())["identity"]
+        assert "evaluate: done" in (runs / pair / "batch.log").read_text()  # each task logs into its pair's log

@@ -10,21 +10,12 @@ import pytest
 from pipeline.errors import MediaError
 from stages.concat import concat_clips, list_clips
 
+from media_helpers import count_frames, cut_clip
+
 
 def cut(src: Path, out: Path, start: float, seconds: float = 1.0, fps: int | None = None) -> Path:
-    """A short re-encoded segment (so it starts on a keyframe), with the source's audio as RAVDESS has."""
-    rate = ["-r", str(fps)] if fps else []
-    subprocess.run(["ffmpeg", "-nostdin", "-v", "error", "-y", "-ss", str(start), "-i", str(src), "-t", str(seconds),
-                    *rate, "-c:v", "libx264", "-preset", "veryfast", "-pix_fmt", "yuv420p", "-c:a", "aac", str(out)],
-                   check=True)
-    return out
-
-
-def count_frames(path: Path) -> int:
-    result = subprocess.run(["ffprobe", "-v", "error", "-count_frames", "-select_streams", "v:0",
-                             "-show_entries", "stream=nb_read_frames", "-of", "csv=p=0", str(path)],
-                            check=True, capture_output=True, text=True)
-    return int(result.stdout.strip())
+    """A short segment with the source's audio, as RAVDESS clips have."""
+    return cut_clip(src, out, seconds, start=start, fps=fps)
 
 
 def probe(path: Path) -> dict:

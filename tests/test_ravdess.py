@@ -13,6 +13,8 @@ import yaml
 from pipeline.errors import DeidError
 from pipeline.ravdess import build_manifest, configure_parser, parse_actors, parse_name, run_command, scan
 
+from media_helpers import count_frames, cut_clip
+
 ACTOR_1_VIDEOS = ("01-01-01-01-01-01-01.mp4", "01-01-03-02-01-01-01.mp4", "02-01-03-02-01-01-01.mp4")
 ACTOR_2_VIDEOS = ("01-01-03-02-01-01-02.mp4", "01-01-05-01-02-02-02.mp4")
 
@@ -22,18 +24,8 @@ def ffmpeg(*args: str) -> None:
 
 
 def cut(src: Path, out: Path, start: float, audio: bool = True) -> Path:
-    """A 1 s re-encoded segment (it starts on a keyframe); RAVDESS video-only clips have no audio."""
-    sound = ["-c:a", "aac"] if audio else ["-an"]
-    ffmpeg("-ss", str(start), "-i", str(src), "-t", "1", "-r", "25", "-c:v", "libx264", "-preset", "veryfast",
-           "-pix_fmt", "yuv420p", *sound, str(out))
-    return out
-
-
-def count_frames(path: Path) -> int:
-    result = subprocess.run(["ffprobe", "-v", "error", "-count_frames", "-select_streams", "v:0",
-                             "-show_entries", "stream=nb_read_frames", "-of", "csv=p=0", str(path)],
-                            check=True, capture_output=True, text=True)
-    return int(result.stdout.strip())
+    """A 1 s segment at 25 fps; RAVDESS video-only clips have no audio."""
+    return cut_clip(src, out, 1, start=start, fps=25, audio=audio)
 
 
 @pytest.fixture(scope="session")
