@@ -73,6 +73,32 @@ def run_batch(manifest: Path, runs_dir: Path, executor: Executor = "local", addr
     return ordered
 
 
+def dry_run(manifest: Path, runs_dir: Path, sets: Sequence[str] = (), config: Path | None = None) -> pd.DataFrame:
+    """What a batch would do, stage by stage, without running anything (`deid batch --dry-run`)."""
+    from pipeline.batch_pair import shared_root
+    from pipeline.runner import Manifest, pending_reason
+    from pipeline.workflow import plan
+
+    runs_dir = Path(runs_dir).resolve()
+    rows = []
+    for job in load_batch(manifest, runs_dir, sets=sets, config=config):
+        if job.config is None:
+            rows.append({"pair": job.name, "stage": "-", "state": f"invalid: {job.error}"})
+            continue
+        pair, specs = plan(job.config, progress=False, shared=shared_root(runs_dir))
+        pair_manifest = Manifest(pair.manifest)
+        would_run: set[str] = set()
+        for spec in specs:
+            after = [need for need in spec.needs if need in would_run]
+            reason = f"after {after[0]}" if after else pending_reason(spec, pair_manifest)
+            if reason is not None:
+                would_run.add(spec.key)
+            shared = " (shared)" if spec.manifest is not None else ""
+            rows.append({"pair": job.name, "stage": spec.key + shared,
+                         "state": "up to date" if reason is None else f"would run: {reason}"})
+    return pd.DataFrame(rows, columns=["pair", "stage", "state"])
+
+
 def _progress_bar(total: int, done: int, enabled: bool):
     if not enabled:
         return None

@@ -143,6 +143,8 @@ def build_parser() -> argparse.ArgumentParser:
     batch.add_argument("--workers", type=int, default=None,
                        help="local: pairs at once (default: sized to the machine's cores, memory and GPUs)")
     batch.add_argument("--force", action="store_true", help="re-run every pair's own stages (shared ones are kept)")
+    batch.add_argument("--dry-run", action="store_true",
+                       help="list every pair's stages and whether each is up to date or would run, and why; run nothing")
 
     from pipeline.ravdess import configure_parser as ravdess_args
 
@@ -219,8 +221,11 @@ def _dispatch(args: argparse.Namespace, progress: bool) -> int:
 
         run_pipeline(load_config(args.config), force=args.force, progress=progress)
     elif args.command == "batch":
-        from pipeline.batch import run_batch
+        from pipeline.batch import dry_run, run_batch
 
+        if args.dry_run:
+            print(dry_run(args.manifest, args.output, sets=args.sets, config=args.config).to_string(index=False))
+            return 0
         results = run_batch(args.manifest, args.output, executor=args.executor, address=args.address,
                             sets=args.sets, config=args.config, workers=args.workers, force=args.force,
                             progress=progress)

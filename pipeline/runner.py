@@ -153,6 +153,14 @@ def _plain(params: Mapping[str, Any]) -> dict[str, Any]:
     return json.loads(json.dumps(dict(params), default=str))
 
 
+def pending_reason(spec: StageSpec, manifest: Manifest) -> str | None:
+    """Why `spec` would run now (None: up to date), without running it: for dry runs."""
+    target = Manifest(spec.manifest) if spec.manifest is not None else manifest
+    record = target.records.get(spec.record or spec.key)
+    return why_stale(record, {name: hash_input(path) for name, path in spec.inputs.items()}, spec.params,
+                     spec.outputs)
+
+
 def run_stage(spec: StageSpec, manifest: Manifest, force: bool = False) -> StageOutcome:
     """Run `spec` unless its manifest record shows it is up to date (or `force`).
 

@@ -182,6 +182,13 @@ def test_local_batch_kill_resume_failure_and_shared_donor(tmp_path, clips):
     assert (runs / "p2" / "extract" / "donor").resolve() == (runs / "p1" / "extract" / "donor").resolve()
     assert (runs / "p2" / "convert" / "t2.mp4").stat().st_size > 0
 
+    # A dry run reads the manifests only: the finished pairs are up to date, the failed one would retry.
+    listing = _deid("batch", str(manifest), "-o", str(runs), "--dry-run")
+    assert listing.returncode == 0, listing.stderr
+    lines = [line.strip() for line in listing.stdout.splitlines()[1:]]
+    assert len(lines) == 27 and all(line.endswith("up to date") for line in lines if line.split()[0] in ("p1", "p2"))
+    assert any(line.split() == ["bad", "train", "would", "run:", "last", "run", "failed"] for line in lines)
+
 
 def test_ray_batch_runs_pairs_as_tasks(tmp_path, clips):
     pytest.importorskip("ray")
