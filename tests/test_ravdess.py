@@ -270,3 +270,27 @@ def test_a_folder_of_clips_is_concatenated_before_extraction(ravdess_tree, donor
     assert specs[1].needs == ("concat:Actor_02",)
     summary = specs[0].run()
     assert summary["clips"] == 2 and pair.target.video.is_file()
+
+
+def test_ravdess_manifest_runs_through_deid_batch(ravdess_tree, donors, tmp_path):
+    """The whole chain on the fake tree: concatenated training video -> train -> convert the chosen clip."""
+    import sys
+
+    manifest = tmp_path / "manifest.yaml"
+    build_manifest(ravdess_tree, manifest, donor_male=donors["male"], donor_female=donors["female"], actors=[2],
+                   progress=False)
+    tiny = ["device=cpu", "train.width=16", "train.latent=64", "train.iterations=4", "train.batch_size=4",
+            "train.preview_every=0", "train.identity_every=0", "evaluate.frames=20", "evaluate.au=none"]
+    runs = tmp_path / "runs"
+    result = subprocess.run([sys.executable, "-m", "pipeline.cli", "-q", "batch", str(manifest), "-o", str(runs),
+                             *(arg for item in tiny for arg in ("--set", item))],
+                            capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stdout + result.stderr
+    status = json.loads((runs / "status.json").read_text())["pairs"]
+    assert [(p["name"], p["status"]) for p in status] == [("Actor_02", "done")]
+    convert_clip = ravdess_tree / "Actor_02" / "01-01-03-02-01-01-02.mp4"
+    swapped = runs / "Actor_02" / "convert" / "01-01-03-02-01-01-02.mp4"
+    assert count_frames(swapped) == count_frames(convert_clip)
+    manifest_records = json.loads((runs / "Actor_02" / "manifest.json").read_text())["stages"]
+    assert manifest_records["evaluate"]["inputs"]["original"]["path"] == str(convert_clip)
+    assert manifest_records["train"]["summary"]["faces_a"] >= 45  # the 2-clip (50-frame) training video
