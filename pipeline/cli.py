@@ -224,8 +224,9 @@ def _dispatch(args: argparse.Namespace, progress: bool) -> int:
         from pipeline.batch import dry_run, run_batch
 
         if args.dry_run:
-            print(dry_run(args.manifest, args.output, sets=args.sets, config=args.config).to_string(index=False))
-            return 0
+            listing = dry_run(args.manifest, args.output, sets=args.sets, config=args.config)
+            print(listing.to_string(index=False))
+            return 1 if listing["state"].str.startswith("invalid").any() else 0
         results = run_batch(args.manifest, args.output, executor=args.executor, address=args.address,
                             sets=args.sets, config=args.config, workers=args.workers, force=args.force,
                             progress=progress)
