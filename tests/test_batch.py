@@ -106,6 +106,9 @@ def test_a_pair_with_bad_settings_fails_alone_and_manifest_mistakes_stop_the_bat
     assert ok.error is None and ok.config is not None
     assert gone.config is None and "missing.mp4" in gone.error and "\n" not in gone.error
     assert typo.config is None and "train.iteratons" in typo.error
+    check = _deid("batch", str(manifest), "-o", str(tmp_path / "runs"), "--dry-run")
+    assert check.returncode == 1 and "invalid" in check.stdout and "would run: never ran" in check.stdout
+    assert not (tmp_path / "runs").exists()  # a dry run writes nothing
 
     cases = {
         "pairs:\n  - {name: a, target: x, donor: y, colour: red}\n": "unknown key 'colour'",
