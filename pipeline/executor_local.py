@@ -110,7 +110,7 @@ def _collect(returncode: int, config: PipelineConfig, runs_dir: Path, seconds: f
         try:
             return PairResult(**json.loads(status.read_text(encoding="utf-8")))
         except (ValueError, TypeError):
-            pass
+            pass  # a status cut short: report the worker's exit below, as if there were none
     # The worker died before it could write its status: name the signal and point at the log.
     how = f"killed by signal {signal.Signals(-returncode).name}" if returncode < 0 else f"exit status {returncode}"
     hint = " (out of memory?)" if returncode == -signal.SIGKILL else ""

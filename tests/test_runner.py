@@ -68,3 +68,61 @@ def test_unreadable_manifest_means_rerun_not_crash(tmp_path):
     (tmp_path / "input.txt").write_text("a")
     (tmp_path / "manifest.json").write_text("{not json")
     assert run_stage(make_spec(tmp_path, []), Manifest(tmp_path / "manifest.json")).ran
+
+
+def test_a_shared_stage_runs_once_when_two_pairs_need_it_at_once(tmp_path):
+    """Two pairs reach the same shared stage together: one runs it, the other waits and finds it done."""
+    import threading
+    import time
+
+    (tmp_path / "input.txt").write_text("a")
+    shared = tmp_path / "shared"
+    calls: list[str] = []
+
+    def spec_for(pair: str) -> StageSpec:
+        def run():
+            calls.append(pair)
+            time.sleep(0.5)
+            (shared / "out.txt").write_text("done")
+            return {}
+
+        shared.mkdir(exist_ok=True)
+        return StageSpec(key=f"extract:{pair}-name", inputs={"source": tmp_path / "input.txt"}, params={},
+                         outputs=[shared / "out.txt"], run=run, manifest=shared / "manifest.json", record="extract")
+
+    outcomes = {}
+
+    def pair(name: str) -> None:
+        outcomes[name] = run_stage(spec_for(name), Manifest(tmp_path / name / "manifest.json"))
+
+    threads = [threading.Thread(target=pair, args=(name,)) for name in ("p1", "p2")]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert len(calls) == 1
+    assert sorted(o.ran for o in outcomes.values()) == [False, True]
+    assert set(json.loads((shared / "manifest.json").read_text())["stages"]) == {"extract"}
+    assert not (tmp_path / "p1" / "manifest.json").exists()  # the record lives with the shared output
+
+
+def test_concurrent_records_of_one_manifest_are_all_kept(tmp_path):
+    """Stages of one pair finishing at once (Ray) must not overwrite each other's records."""
+    import threading
+
+    (tmp_path / "input.txt").write_text("a")
+    manifest_path = tmp_path / "manifest.json"
+
+    def stage(i: int) -> None:
+        out = tmp_path / f"out{i}.txt"
+        spec = StageSpec(key=f"stage{i}", inputs={"source": tmp_path / "input.txt"}, params={}, outputs=[out],
+                         run=lambda: out.write_text("x") and {})
+        run_stage(spec, Manifest(manifest_path))
+
+    threads = [threading.Thread(target=stage, args=(i,)) for i in range(8)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    records = json.loads(manifest_path.read_text())["stages"]
+    assert sorted(records) == [f"stage{i}" for i in range(8)] and all(r["status"] == "done" for r in records.values())
