@@ -24,5 +24,5 @@ def machine_info() -> dict:
         if torch.cuda.is_available():
             info["gpu"] = torch.cuda.get_device_name(0)
     except ImportError:
-        pass
+        pass  # torch missing: the machine facts above are still worth recording
     return info
