@@ -279,7 +279,7 @@ def _encode(path: Path, frames: Iterable[np.ndarray], count: int, fps: int, size
                 try:
                     process.stdin.close()
                 except BrokenPipeError:
-                    pass
+                    pass  # same: the exit status is checked next
                 code = process.wait()
             if code != 0:
                 log.seek(0)

@@ -87,7 +87,7 @@ def package_versions() -> dict[str, str]:
         try:
             versions[name] = metadata.version(name)
         except metadata.PackageNotFoundError:
-            pass
+            pass  # optional package not installed: nothing to record
     return versions
 
 
