@@ -17,3 +17,9 @@ class ConfigError(DeidError):
 
 class MediaError(DeidError):
     """An input video or image cannot be used."""
+
+
+class LeakError(DeidError):
+    """The leak check found a face in a written output; it was kept aside, not published."""
+
+    exit_status = 1

@@ -1,8 +1,9 @@
 """Obfuscation of a face region: the convert stage's fail-closed fallback and the naive baselines.
 
 Strength is relative to the face, not the frame, so the same setting hides a small and a large face
-alike; the defaults are strong enough that face_recognition's detector no longer finds the face
-(tests/test_obfuscate.py checks that on real faces).
+alike. `mask` (solid fill) is the default everywhere: blur and pixelate low-pass the face, and a
+recogniser fed a reference photo degraded the same way (the parrot attack in `deid evaluate`)
+re-identifies them.
 """
 from __future__ import annotations
 
@@ -12,6 +13,18 @@ import cv2
 import numpy as np
 
 Method = Literal["blur", "pixelate", "black", "mask"]
+METHODS: tuple[str, ...] = ("mask", "black", "blur", "pixelate")  # black is convert's historic name for mask
+
+
+def box_region(shape: tuple[int, int], box: np.ndarray, grow: float) -> np.ndarray:
+    """uint8 mask of an ellipse around a detector box (x0, y0, x1, y1), grown and raised over the hair."""
+    x0, y0, x1, y1 = (float(v) for v in box[:4])
+    w, h = x1 - x0, y1 - y0
+    centre = (int(round((x0 + x1) / 2)), int(round((y0 + y1) / 2 - 0.1 * h)))
+    axes = (max(1, int(round(w / 2 * (1 + grow)))), max(1, int(round(h / 2 * (1 + grow) * 1.15))))
+    mask = np.zeros(shape, np.uint8)
+    cv2.ellipse(mask, centre, axes, 0, 0, 360, 255, -1)
+    return mask
 
 
 def face_region_mask(shape: tuple[int, int], hull: np.ndarray, grow: float = 0.25) -> np.ndarray:

@@ -3,7 +3,7 @@
 The output keeps the source's frame count (one written frame per decoded frame), frame rate and
 displayed size (frames arrive upright, ffmpeg having applied the source's rotation when decoding).
 It appears under its final name only when ffmpeg has exited cleanly: a killed run leaves at most a
-hidden `.part` file.
+hidden `.part` file. No container metadata of the source is copied; audio is copied or dropped.
 """
 from __future__ import annotations
 
@@ -28,7 +28,7 @@ class VideoWriter:
     """Context manager: `write(frame)` per frame; the file is finalised on a clean exit."""
 
     def __init__(self, path: Path, source: MediaInfo, crf: int = 18, preset: str = "medium",
-                 fps: float | None = None) -> None:
+                 fps: float | None = None, audio: bool = True) -> None:
         self.path = Path(path)
         self.source = source
         self.width, self.height = source.width, source.height
@@ -38,10 +38,12 @@ class VideoWriter:
         video = ffmpeg.input("pipe:", format="rawvideo", pix_fmt="rgb24", s=f"{self.width}x{self.height}",
                              framerate=str(Fraction(rate).limit_denominator(1001)))
         streams = [video]
+        # Container metadata (camera model, GPS, creation time, encoder names) can identify too: none is copied.
         options = {"vcodec": "libx264", "crf": crf, "preset": preset, "movflags": "+faststart",
+                   "map_metadata": -1, "map_chapters": -1,
                    # 4:2:0 needs even sides; odd-sized sources keep their size with 4:4:4 instead.
                    "pix_fmt": "yuv420p" if self.width % 2 == 0 and self.height % 2 == 0 else "yuv444p"}
-        audio_codec = _audio_codec(source)
+        audio_codec = _audio_codec(source) if audio else None
         if audio_codec is not None:
             streams.append(ffmpeg.input(str(source.path)).audio)
             options["acodec"] = "copy" if audio_codec in _MP4_AUDIO else "aac"

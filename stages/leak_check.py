@@ -1,0 +1,159 @@
+"""The leak check: read a written video back and look for any face that should not be there.
+
+Independent of the pass it checks: a different detector (`protect.checker`, by default our MTCNN port,
+while the protection pass uses CenterFace) searches every `check_every`-th output frame, and
+face_recognition's 128-d embedding compares what it finds with the same place in the original frame.
+
+A detection whose box lies mostly (>= 60 %) under a solid mask the pass itself drew is a detection of
+the mask's silhouette (head shape, hair), with no face pixels left: it is counted as `masked`, not as a
+leak. Blurred and pixelated regions get no such allowance: a face still detectable there is a leak.
+
+A leak is
+  face found       a face in the output that is not the swapped target (distance to the original given
+                   for information: a face that is there at all is a leak)
+  swap matches     the swapped target's face is still within `match_threshold` of the original person
+                   at that place: the swap did not hide them
+"""
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Mapping
+
+import numpy as np
+import torch
+
+from models.detectors import MTCNN_TO_DLIB_SCALE, MTCNN_TO_DLIB_SHIFT
+from models.landmarks import IdentityModel, Rect
+from models.search import make_search
+from pipeline.errors import DeidError
+from stages.guard import box_inside
+from stages.media import MediaInfo, iter_frames, probe
+from stages.progress import progress_bar
+from stages.protect_config import ProtectConfig
+
+log = logging.getLogger("deid.leaks")
+
+
+@dataclass(frozen=True)
+class Leak:
+    frame: int
+    box: tuple[float, float, float, float]  # x, y, w, h in output px
+    kind: str                               # "face found" | "swap matches"
+    distance: float | None                  # embedding distance to the original at the same place
+
+    def describe(self) -> str:
+        x, y, w, h = (round(v) for v in self.box)
+        d = "n/a" if self.distance is None else f"{self.distance:.3f}"
+        return f"{self.kind} at {x},{y} {w}x{h} (distance to original {d})"
+
+
+@dataclass
+class LeakReport:
+    checker: str
+    every: int
+    threshold: float
+    frames_checked: int = 0
+    masked: int = 0
+    leaks: list[Leak] = field(default_factory=list)
+
+    @property
+    def passed(self) -> bool:
+        return not self.leaks
+
+    def by_frame(self) -> dict[int, list[Leak]]:
+        out: dict[int, list[Leak]] = {}
+        for leak in self.leaks:
+            out.setdefault(leak.frame, []).append(leak)
+        return out
+
+    def as_json(self, limit: int = 50) -> dict[str, Any]:
+        return {"checker": self.checker, "every": self.every, "threshold": self.threshold,
+                "frames_checked": self.frames_checked, "leaks": len(self.leaks),
+                "detections_under_solid_mask": self.masked,
+                "frames_with_leaks": len(self.by_frame()),
+                "first_leaks": [{"frame": k.frame, "box": [round(v, 1) for v in k.box], "kind": k.kind,
+                                 "distance": None if k.distance is None else round(k.distance, 4)}
+                                for k in self.leaks[:limit]]}
+
+
+def check_output(written: Path, original: MediaInfo, config: ProtectConfig, device: torch.device,
+                 progress: bool, swapped_at: Mapping[int, tuple[float, float, float, float]] | None = None,
+                 solid: Callable[[int, tuple[int, int]], np.ndarray | None] | None = None) -> LeakReport:
+    """Check every `config.check_every`-th frame of `written` against `original`.
+
+    swapped_at: frame -> (x0, y0, x1, y1) of the swapped target's face, where convert pasted a swap.
+    solid: frame, (h, w) -> uint8 mask of the solid fills drawn in that frame (None: none).
+    """
+    swapped_at = swapped_at or {}
+    out_info = probe(written)
+    if out_info.frames != original.frames:
+        raise DeidError(f"{written}: {out_info.frames} frames written for {original.frames} in {original.path}; "
+                        "the output is incomplete: run the command again")
+    checker = make_search(config.checker, device, config.min_face)
+    identity = IdentityModel()
+    report = LeakReport(checker=config.checker, every=config.check_every, threshold=config.match_threshold)
+    batch: list[tuple[int, np.ndarray, np.ndarray]] = []
+    with progress_bar(original.frames, f"leak check {written.name}", "frame", progress) as bar:
+        for (index, out), (_, src) in zip(iter_frames(out_info), iter_frames(original)):
+            bar.update(1)
+            if index % config.check_every:
+                continue
+            batch.append((index, out, src))
+            if len(batch) == config.batch_size:
+                _check_batch(batch, checker, identity, swapped_at, solid, report)
+                batch = []
+        if batch:
+            _check_batch(batch, checker, identity, swapped_at, solid, report)
+    if report.leaks:
+        log.warning("leak check: %d face(s) in %d of %d checked frames, first: frame %d, %s", len(report.leaks),
+                    len(report.by_frame()), report.frames_checked, report.leaks[0].frame, report.leaks[0].describe())
+    return report
+
+
+def _check_batch(batch: list[tuple[int, np.ndarray, np.ndarray]], checker, identity: IdentityModel,
+                 swapped_at: Mapping[int, tuple[float, float, float, float]],
+                 solid: Callable[[int, tuple[int, int]], np.ndarray | None] | None, report: LeakReport) -> None:
+    found = checker.find([out for _, out, _ in batch])
+    for (index, out, src), boxes in zip(batch, found):
+        report.frames_checked += 1
+        fills = solid(index, out.shape[:2]) if solid is not None and len(boxes) else None
+        for box in boxes:
+            if fills is not None and _covered(fills, box) >= SOLID_COVER:
+                report.masked += 1
+                continue
+            distance = _distance(identity, out, src, box)
+            xywh = (float(box[0]), float(box[1]), float(box[2] - box[0]), float(box[3] - box[1]))
+            if index in swapped_at and box_inside(box, swapped_at[index]):
+                if distance is not None and distance < report.threshold:
+                    report.leaks.append(Leak(index, xywh, "swap matches", distance))
+                continue
+            report.leaks.append(Leak(index, xywh, "face found", distance))
+
+
+SOLID_COVER = 0.6
+
+
+def _covered(fills: np.ndarray, box: np.ndarray) -> float:
+    h, w = fills.shape
+    x0, y0 = max(0, int(box[0])), max(0, int(box[1]))
+    x1, y1 = min(w, int(np.ceil(box[2]))), min(h, int(np.ceil(box[3])))
+    if x1 <= x0 or y1 <= y0:
+        return 0.0
+    return float((fills[y0:y1, x0:x1] > 0).mean())
+
+
+def _distance(identity: IdentityModel, out: np.ndarray, src: np.ndarray, box: np.ndarray) -> float | None:
+    """Embedding distance between the output and the original at the same box (None if it cannot be fitted)."""
+    x0, y0, x1, y1 = (float(v) for v in box[:4])
+    w, h = x1 - x0, y1 - y0
+    if min(w, h) < 4:
+        return None
+    # Both searches give MTCNN-like boxes; dlib's landmark predictor wants its own, squarer and lower box.
+    side = MTCNN_TO_DLIB_SCALE * w
+    cx, cy = x0 + w / 2, y0 + h / 2 + MTCNN_TO_DLIB_SHIFT * h
+    rect = Rect(cx - side / 2, cy - side / 2, side, side)
+    a = identity.embed_boxes(out, [rect])[0]
+    b = identity.embed_boxes(src, [rect])[0]
+    return float(np.linalg.norm(a.astype(np.float64) - b.astype(np.float64)))

@@ -1,0 +1,159 @@
+"""`deid protect`: hide every face of a video, no donor and no training, and prove it with the leak check.
+
+    search (every frame, recall-tuned detector) -> hold (tracks, gaps, time window) -> hide -> write
+    -> leak check (another detector + face_recognition) -> publish, or keep aside as <name>.leaky.mp4
+
+Also the engine of `deid baseline`, which adds the extraction's landmark hulls to what the search finds.
+Output guarantees are convert's: same frame count, rate and displayed size; audio kept or dropped; no
+container metadata; written under a hidden name and renamed only after the check.
+"""
+from __future__ import annotations
+
+import csv
+import io
+import logging
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+
+from models.device import resolve_device
+from models.search import make_search
+from pipeline.atomic import write_text
+from pipeline.errors import DeidError
+from stages.guard import Region, hold, scan
+from stages.leak_check import LeakReport, check_output
+from stages.media import MediaInfo, iter_frames, probe
+from stages.obfuscate import box_region, face_region_mask, obfuscate
+from stages.progress import progress_bar
+from stages.protect_config import WEAK_METHODS, ProtectConfig
+from stages.publish import frames_csv_path, publish, raise_if_leaky, unchecked_path
+from stages.video_writer import VideoWriter
+
+log = logging.getLogger("deid.protect")
+
+
+@dataclass(frozen=True)
+class Hull:
+    """A face known from elsewhere (baseline: the extraction's 68 landmarks), hidden as its grown hull."""
+
+    points: np.ndarray  # (n, 2) frame px
+    size: float
+
+
+def warn_if_weak(method: str, what: str) -> None:
+    if method in WEAK_METHODS:
+        log.warning("WARNING: %s %s only low-passes faces: deid evaluate's parrot attack (a reference photo "
+                    "degraded the same way) re-identifies %s faces; use mask for protection", what, method, method)
+
+
+def protect_video(video: Path, out_path: Path, config: ProtectConfig, device: str = "auto", crf: int = 18,
+                  allow_leaks: bool = False, progress: bool = True,
+                  known: Sequence[Sequence[Hull]] | None = None, label: str = "protect") -> dict[str, Any]:
+    """Run the whole pass on one video; raises LeakError (after writing everything) when the check fails."""
+    info = probe(video)
+    if info.kind != "video":
+        raise DeidError(f"{video}: {label} needs a video file; image folders have no frame rate or audio to keep")
+    out_path = Path(out_path)
+    if out_path.suffix.lower() != ".mp4":
+        raise DeidError(f"{out_path}: the output must be an .mp4 file")
+    warn_if_weak(config.method, f"{label} --method")
+    dev = resolve_device(device)
+    start = time.perf_counter()
+    found = scan(info, make_search(config.search, dev, config.min_face), config.batch_size, progress, info.path.name)
+    regions = hold(found, config.hold, config.track_gap)
+    written = unchecked_path(out_path)
+    rows = _write(info, written, regions, known, config, crf, progress)
+    solid = None
+    if config.method in ("mask", "black"):
+        def solid(index: int, shape: tuple[int, int]) -> np.ndarray:
+            hulls = known[index] if known is not None and index < len(known) else []
+            return fill_mask(shape, regions[index] if index < len(regions) else [], hulls, config)
+    report = check_output(written, info, config, dev, progress, solid=solid)
+    where = publish(written, out_path, report, allow_leaks)
+    _write_frames_csv(frames_csv_path(out_path), rows, report)
+    seconds = time.perf_counter() - start
+    summary = {"input": str(info.path), "output": str(where), "published": where == out_path,
+               "method": config.method, "search": config.search, "frames": info.frames,
+               "frames_with_faces": sum(1 for r in rows if r[2]), "faces_detected": sum(r[2] for r in rows),
+               "regions_hidden": sum(r[2] + r[3] + r[4] + r[5] for r in rows), "audio": config.audio,
+               "leak_check": report.as_json(), "seconds": round(seconds, 2),
+               "frames_per_second": round(info.frames / seconds, 2) if seconds else None}
+    log.info("%s: %s on %d faces found in %d/%d frames (+%d held or tracked regions); leak check %s: %d leaks",
+             where.name, config.method, summary["faces_detected"], summary["frames_with_faces"], info.frames,
+             summary["regions_hidden"] - summary["faces_detected"], report.checker, len(report.leaks))
+    raise_if_leaky(report, out_path, allow_leaks)
+    return summary
+
+
+def _write(info: MediaInfo, written: Path, regions: list[list[Region]], known: Sequence[Sequence[Hull]] | None,
+           config: ProtectConfig, crf: int, progress: bool) -> list[list[Any]]:
+    rows: list[list[Any]] = []
+    with VideoWriter(written, info, crf=crf, audio=config.audio == "keep") as writer, \
+            progress_bar(info.frames, f"hide {info.path.name}", "frame", progress) as bar:
+        for index, frame in iter_frames(info):
+            here = regions[index] if index < len(regions) else []
+            hulls = known[index] if known is not None and index < len(known) else []
+            out = hide(frame, here, hulls, config)
+            writer.write(out)
+            counts = {why: sum(1 for r in here if r.why == why) for why in ("detected", "tracked", "held")}
+            status = "protected" if here or hulls else "no face"
+            rows.append([index, status, counts["detected"], counts["tracked"], counts["held"], len(hulls)])
+            bar.update(1)
+        if writer.frames != len(regions):
+            raise DeidError(f"{info.path}: decoded {writer.frames} frames on the second pass but {len(regions)} on the "
+                            "first; the file changed while it was read")
+    return rows
+
+
+def fill_mask(shape: tuple[int, int], regions: Sequence[Region], hulls: Sequence[Hull],
+              config: ProtectConfig) -> np.ndarray:
+    """uint8 union of every region and hull `hide` covers in a frame."""
+    union = np.zeros(shape, np.uint8)
+    for region in regions:
+        union |= box_region(shape, region.box, config.grow)
+    for hull in hulls:
+        union |= _hull_region(shape, hull)
+    return union
+
+
+def _hull_region(shape: tuple[int, int], hull: Hull) -> np.ndarray:
+    x0, y0 = hull.points.min(0)
+    x1, y1 = hull.points.max(0)
+    top = np.array([[x0, y0 - 0.3 * (y1 - y0)], [x1, y0 - 0.3 * (y1 - y0)]])
+    return face_region_mask(shape, np.concatenate([hull.points, top]), grow=0.15)
+
+
+def hide(frame: np.ndarray, regions: Sequence[Region], hulls: Sequence[Hull], config: ProtectConfig,
+         method: str | None = None) -> np.ndarray:
+    """The frame with every region and hull obfuscated by `method` (default: config.method)."""
+    method = method or config.method
+    out = frame
+    if method in ("mask", "black") and (regions or hulls):
+        # A solid fill does not depend on the face's size: one union mask, one pass over the frame.
+        sizes = [float(max(r.box[2] - r.box[0], r.box[3] - r.box[1])) for r in regions] + [h.size for h in hulls]
+        return np.ascontiguousarray(obfuscate(out, fill_mask(frame.shape[:2], regions, hulls, config), method,
+                                              min(sizes)))
+    for region in regions:
+        box = region.box
+        size = float(max(box[2] - box[0], box[3] - box[1]))
+        out = obfuscate(out, box_region(frame.shape[:2], box, config.grow), method, size)
+    for hull in hulls:
+        out = obfuscate(out, _hull_region(frame.shape[:2], hull), method, hull.size)
+    return np.ascontiguousarray(out)
+
+
+def _write_frames_csv(path: Path, rows: list[list[Any]], report: LeakReport) -> None:
+    leaks = report.by_frame()
+    buffer = io.StringIO()
+    table = csv.writer(buffer)
+    table.writerow(["frame", "status", "detected", "tracked", "held", "known", "checked", "leaks"])
+    for row in rows:
+        index = row[0]
+        found = leaks.get(index, [])
+        status = "LEAK" if found else row[1]
+        table.writerow([index, status, *row[2:], int(index % report.every == 0),
+                        "; ".join(leak.describe() for leak in found)])
+    write_text(path, buffer.getvalue())
