@@ -57,6 +57,32 @@ def _clean_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--force", action="store_true", help="re-run even if the outputs are up to date")
 
 
+def _protect_args(parser: argparse.ArgumentParser, method: bool = True) -> None:
+    """Options of the protection pass and leak check (pipeline.yaml `protect:`), shared by protect/baseline/convert."""
+    from models.search import names as search_names
+    from stages.protect_config import ProtectConfig
+
+    defaults = ProtectConfig()
+    if method:
+        parser.add_argument("--method", choices=("mask", "blur", "pixelate"), default=defaults.method,
+                            help="how faces are hidden (default mask: a solid fill; blur and pixelate are defeated by "
+                                 "the parrot attack)")
+    parser.add_argument("--search", choices=search_names(), default=defaults.search,
+                        help=f"recall-tuned detector of the protection pass (default {defaults.search})")
+    parser.add_argument("--checker", choices=search_names(), default=defaults.checker,
+                        help=f"leak check detector, different from --search (default {defaults.checker})")
+    parser.add_argument("--min-face", type=int, default=defaults.min_face,
+                        help=f"smallest face searched for, px (default {defaults.min_face})")
+    parser.add_argument("--hold", type=int, default=defaults.hold,
+                        help=f"keep each hidden region this many frames before/after a detection (default {defaults.hold})")
+    parser.add_argument("--check-every", type=int, default=defaults.check_every,
+                        help="leak check reads every N-th output frame (default 1: all)")
+    parser.add_argument("--audio", choices=("keep", "drop"), default=defaults.audio,
+                        help="keep or drop the audio track (a voice identifies too; default keep)")
+    parser.add_argument("--allow-leaks", action="store_true",
+                        help="publish under the final name even when the leak check finds faces (they are still listed)")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="deid", description="Video de-identification: face swap with proof.")
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
@@ -88,22 +114,33 @@ def build_parser() -> argparse.ArgumentParser:
     convert.add_argument("--faces", type=Path, required=True, help="extract or clean folder of THIS video (every frame)")
     convert.add_argument("--model", type=Path, required=True, help="trained model folder")
     convert.add_argument("-o", "--output", type=Path, required=True, help="output .mp4")
-    convert.add_argument("--fallback", choices=("blur", "pixelate", "black", "none"), default="blur")
+    convert.add_argument("--fallback", choices=("black", "blur", "pixelate", "none"), default="black",
+                         help="hiding of faces that cannot be swapped (default black: a solid fill; blur and pixelate "
+                              "are defeated by the parrot attack; none leaves them in clear and the leak check fails)")
     convert.add_argument("--color", choices=("avg", "transfer", "hist", "seamless", "none"), default="avg")
     convert.add_argument("--mask", choices=("extended", "components", "learned"), default="extended")
     convert.add_argument("--max-gap", type=int, default=5, help="interpolate the track over gaps up to N frames")
     convert.add_argument("--crf", type=int, default=18)
     convert.add_argument("--device", default="auto")
     convert.add_argument("--save-frames", action="store_true")
+    _protect_args(convert, method=False)
 
-    base = sub.add_parser("baseline", help="naive de-identification (blur, pixelate, mask) of every detected face")
+    prot = sub.add_parser("protect", help="hide every face of one or many videos (no donor, no training), leak-checked")
+    prot.add_argument("inputs", type=Path, nargs="+", metavar="VIDEO", help="video files or folders of videos")
+    prot.add_argument("-o", "--output", type=Path, required=True, metavar="OUT_DIR",
+                      help="folder for <name>.mp4, <name>.frames.csv and summary.csv/.md/.json")
+    prot.add_argument("--crf", type=int, default=18)
+    prot.add_argument("--device", default="auto")
+    _protect_args(prot)
+
+    base = sub.add_parser("baseline", help="naive de-identification (mask, blur, pixelate) of every face, leak-checked")
     base.add_argument("video", type=Path)
-    base.add_argument("--method", choices=("blur", "pixelate", "mask"), required=True)
     base.add_argument("-o", "--output", type=Path, required=True, help="output .mp4")
     base.add_argument("--faces", type=Path, default=None,
                       help="extract folder of this video (default: extract it into <output>.extract/)")
     base.add_argument("--crf", type=int, default=18)
     base.add_argument("--device", default="auto")
+    _protect_args(base)
 
     ev = sub.add_parser("evaluate", help="de-identification distance and expression preservation of a swapped video")
     ev.add_argument("--original", type=Path, required=True, help="the original video (person A)")
@@ -173,7 +210,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _dispatch(args, progress)
     except DeidError as exc:
         print(f"deid: error: {exc}", file=sys.stderr)
-        return 2
+        return getattr(exc, "exit_status", 2)
     except KeyboardInterrupt:
         print("deid: interrupted; finished work is kept, run the same command again to resume", file=sys.stderr)
         return 130
@@ -201,6 +238,10 @@ def _dispatch(args: argparse.Namespace, progress: bool) -> int:
         from pipeline.commands import run_convert
 
         run_convert(args, progress)
+    elif args.command == "protect":
+        from pipeline.commands import run_protect
+
+        return run_protect(args, progress)
     elif args.command == "baseline":
         from pipeline.commands import run_baseline
 

@@ -70,6 +70,22 @@ def run_train(args: argparse.Namespace, progress: bool) -> None:
           f"loss A {summary.get('loss_a')}, loss B {summary.get('loss_b')}, {summary.get('images_per_second')} images/s")
 
 
+def protect_config(args: argparse.Namespace, command: str) -> "ProtectConfig":
+    from stages.protect_config import ProtectConfig
+
+    try:
+        return ProtectConfig(method=getattr(args, "method", "mask"), search=args.search, checker=args.checker,
+                             min_face=args.min_face, hold=args.hold, check_every=args.check_every, audio=args.audio)
+    except ConfigError as exc:
+        raise _cli_error(command, exc, "protect") from None
+
+
+def _leak_line(summary: dict) -> str:
+    check = summary["leak_check"]
+    return (f"leak check ({check['checker']}, {check['frames_checked']} frames read back): "
+            f"{check['leaks']} leaks")
+
+
 def run_convert(args: argparse.Namespace, progress: bool) -> None:
     from pipeline.config import ConvertConfig
     from stages.convert import convert
@@ -79,23 +95,34 @@ def run_convert(args: argparse.Namespace, progress: bool) -> None:
                                crf=args.crf, save_frames=args.save_frames)
     except ConfigError as exc:
         raise _cli_error("convert", exc, "convert") from None
-    summary = convert(args.video, args.faces, args.model, args.output, config, device=args.device, progress=progress)
+    summary = convert(args.video, args.faces, args.model, args.output, config, device=args.device, progress=progress,
+                      protect=protect_config(args, "convert"), allow_leaks=args.allow_leaks)
     status = ", ".join(f"{v} {k}" for k, v in sorted(summary["status"].items()))
-    print(f"{args.output}: {summary['frames']} frames ({status}); {summary['faces_protected']} faces protected by "
-          f"the fallback, {summary['faces_unprotected']} unprotected")
+    print(f"{summary['output']}: {summary['frames']} frames ({status}); {summary['faces_protected']} faces hidden "
+          f"by the fallback, {summary['faces_unprotected']} left in clear; {_leak_line(summary)}")
 
 
 def run_baseline(args: argparse.Namespace, progress: bool) -> None:
     from stages.baseline import baseline
 
+    config = protect_config(args, "baseline")
     faces = args.faces
     if faces is None:
         faces = args.output.with_name(args.output.stem + ".extract")
         spec = extract_spec("extract", args.video, faces, PipelineConfig(device=args.device), progress)
         run_stage(spec, Manifest(faces / "manifest.json"))
-    summary = baseline(args.video, faces, args.output, args.method, crf=args.crf, progress=progress)
-    print(f"{args.output}: {args.method} on {summary['faces']} faces in {summary['frames_with_faces']}/"
-          f"{summary['frames']} frames")
+    summary = baseline(args.video, faces, args.output, config, crf=args.crf, device=args.device,
+                       allow_leaks=args.allow_leaks, progress=progress)
+    print(f"{summary['output']}: {config.method} on {summary['faces_detected']} faces found and "
+          f"{summary['faces_extracted']} extracted, in {summary['frames_with_faces']}/{summary['frames']} frames; "
+          f"{_leak_line(summary)}")
+
+
+def run_protect(args: argparse.Namespace, progress: bool) -> int:
+    from stages.protect_batch import protect_many
+
+    return protect_many(args.inputs, args.output, protect_config(args, "protect"), crf=args.crf, device=args.device,
+                        allow_leaks=args.allow_leaks, progress=progress)
 
 
 def run_evaluate(args: argparse.Namespace, progress: bool) -> None:

@@ -18,6 +18,7 @@ import yaml
 
 from pipeline.errors import ConfigError
 from stages.evaluate_config import EvaluateConfig
+from stages.protect_config import ProtectConfig
 from stages.train_config import TrainConfig
 
 Device = Literal["auto", "cpu", "cuda"]
@@ -88,7 +89,7 @@ SmoothingName = Literal["one-euro", "none"]
 
 @dataclass(frozen=True)
 class ConvertConfig:
-    fallback: FallbackName = "blur"
+    fallback: FallbackName = "black"
     color: ColorName = "avg"
     mask: ConvertMask = "extended"
     mask_erosion: float = 0.03
@@ -127,6 +128,7 @@ class PipelineConfig:
     clean: CleanConfig = field(default_factory=CleanConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     convert: ConvertConfig = field(default_factory=ConvertConfig)
+    protect: ProtectConfig = field(default_factory=ProtectConfig)
     evaluate: EvaluateConfig = field(default_factory=EvaluateConfig)
 
     def __post_init__(self) -> None:

@@ -217,9 +217,11 @@ def convert_spec(key: str, video: Path, faces_dir: Path, model_dir: Path, out: P
     return StageSpec(
         key=key,
         inputs={"video": video, "faces": Path(faces_dir) / "alignments.json", "model": model_dir / "model.pt"},
-        params={"device": config.device, **as_plain(config.convert)},
+        params={"device": config.device, **as_plain(config.convert),
+                **{f"protect.{k}": v for k, v in as_plain(config.protect).items()}},
         outputs=[out, out.with_name(out.stem + ".frames.csv")],
-        run=lambda: convert(video, faces_dir, model_dir, out, config.convert, device=config.device, progress=progress),
+        run=lambda: convert(video, faces_dir, model_dir, out, config.convert, device=config.device, progress=progress,
+                            protect=config.protect),
         needs=needs,
     )
 

@@ -50,7 +50,6 @@ log = logging.getLogger("deid.evaluate")
 
 PARROT_SAMPLE_FRAMES = 6
 _BLUR_RATIOS = (0.03, 0.05, 0.08, 0.11, 0.14, 0.17, 0.21, 0.26, 0.33, 0.42)
-_PIXEL_RATIOS = (0.04, 0.06, 0.09, 0.12, 0.15, 0.17, 0.2, 0.25, 0.33, 0.42)
 _DEGRADED_RATIO = 0.3  # best degraded-original error below this share of the raw error = a degradation
 
 
@@ -269,12 +268,21 @@ def _fast_gaussian(image: np.ndarray, sigma: float, small_sigma: float = 4.0) ->
 
 def estimate_degradation(pairs: list[tuple[np.ndarray, np.ndarray, np.ndarray]],
                          methods: tuple[str, ...] = ("blur", "pixelate")) -> dict:
-    """Is `swapped` the original, blurred or pixelated? pairs: (original, swapped, original landmarks)."""
+    """Is `swapped` the original, blurred or pixelated? pairs: (original, swapped, original landmarks).
+
+    Each frame gets its own best strength: tools set the strength from each frame's face box (deid's own
+    pixelation uses int(box side / 6) px blocks), so one ratio for the whole clip misses by a pixel of
+    block in half the frames and a pixelation looked like "not a pixelation". Pixelation is searched at
+    every whole block size, blur on a grid refined by golden-section search, so any strength in between
+    is found. The method whose per-frame best errors sum lowest wins; its strength is their median.
+    """
     if not pairs:
         return {"method": None, "reason": "no frame with a face in the original to compare"}
-    # A tool blurs every frame alike: a dozen frames spread over the video settle the method and strength.
+    # A tool degrades every frame alike: a dozen frames spread over the video settle the method and strength.
     pairs = pairs[:: max(1, len(pairs) // _ESTIMATE_FRAMES)][:_ESTIMATE_FRAMES]
-    raw, errors = 0.0, {}
+    raw = 0.0
+    totals = {m: 0.0 for m in methods}
+    strengths: dict[str, list[float]] = {m: [] for m in methods}
     for orig, swap, lm in pairs:
         x0, y0 = np.floor(lm.min(0)).astype(int)
         x1, y1 = np.ceil(lm.max(0)).astype(int)
@@ -282,14 +290,20 @@ def estimate_degradation(pairs: list[tuple[np.ndarray, np.ndarray, np.ndarray]],
         target = swap[region].astype(np.float32)
         raw += float(np.mean((orig[region].astype(np.float32) - target) ** 2))
         size = _face_size(lm)
+
+        def error(method: str, ratio: float) -> float:
+            degraded = _degrade_region(orig, method, ratio, size, region).astype(np.float32)
+            return float(np.mean((degraded - target) ** 2))
+
         for method in methods:
-            for ratio in (_BLUR_RATIOS if method == "blur" else _PIXEL_RATIOS):
-                degraded = _degrade_region(orig, method, ratio, size, region).astype(np.float32)
-                errors[(method, ratio)] = errors.get((method, ratio), 0.0) + float(np.mean((degraded - target) ** 2))
+            best_ratio, best = _best_strength(method, size, error)
+            totals[method] += best
+            strengths[method].append(best_ratio)
     n = len(pairs)
     raw /= n
-    (method, ratio), best = min(errors.items(), key=lambda kv: kv[1])
-    best /= n
+    method = min(totals, key=totals.get)
+    best = totals[method] / n
+    ratio = round(float(np.median(strengths[method])), 4)
     result = {"raw_mse": round(raw, 3), "best_mse": round(best, 3), "best_method": method, "best_strength": ratio,
               "frames": n}
     if raw < 1.0:
@@ -298,6 +312,30 @@ def estimate_degradation(pairs: list[tuple[np.ndarray, np.ndarray, np.ndarray]],
         return {**result, "method": None,
                 "reason": f"not a blur or pixelation of the original (best match keeps {best / raw:.0%} of the difference)"}
     return {**result, "method": method, "strength": ratio}
+
+
+def _best_strength(method: str, size: float, error) -> tuple[float, float]:
+    """(ratio, error) of the strength that best explains one frame."""
+    if method == "pixelate":
+        blocks = range(2, max(3, int(0.6 * size)) + 1)
+        return min(((b / size, error(method, b / size)) for b in blocks), key=lambda t: t[1])
+    grid = [(r, error(method, r)) for r in _BLUR_RATIOS]
+    k = min(range(len(grid)), key=lambda i: grid[i][1])
+    lo = grid[max(0, k - 1)][0] if k > 0 else _BLUR_RATIOS[0] / 2
+    hi = grid[min(len(grid) - 1, k + 1)][0] if k < len(grid) - 1 else _BLUR_RATIOS[-1] * 1.5
+    golden = (np.sqrt(5) - 1) / 2
+    a, b = hi - golden * (hi - lo), lo + golden * (hi - lo)
+    fa, fb = error(method, a), error(method, b)
+    for _ in range(8):
+        if fa < fb:
+            hi, b, fb = b, a, fa
+            a = hi - golden * (hi - lo)
+            fa = error(method, a)
+        else:
+            lo, a, fa = a, b, fb
+            b = lo + golden * (hi - lo)
+            fb = error(method, b)
+    return min([grid[k], (a, fa), (b, fb)], key=lambda t: t[1])
 
 
 def _parrot(config: EvaluateConfig, faces_o: _Faces, faces_s: _Faces, refs: dict, models: _Models,

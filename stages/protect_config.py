@@ -25,7 +25,7 @@ class ProtectConfig:
     method: str = "mask"            # obfuscation of every found face (protect, baseline): mask | blur | pixelate
     search: str = "centerface"      # recall detector of the protection pass (models/search/)
     checker: str = "mtcnn"          # leak check detector: must differ from `search`
-    min_face: int = 10              # smallest face searched for, px of the frame
+    min_face: int = 12              # smallest face searched for, px of the frame
     hold: int = 5                   # a hidden region stays hidden this many frames before and after each detection
     track_gap: int = 25             # a face's box is interpolated across detection gaps up to this many frames
     grow: float = 0.3               # hidden region = detector box grown by this share (and raised over the hair)

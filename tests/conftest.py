@@ -37,3 +37,11 @@ def extracted(tmp_path_factory, data_dir):
         return cache[key]
 
     return get
+
+
+@pytest.fixture(scope="session")
+def crowd(tmp_path_factory, data_dir):
+    """bench/crowd.py's clip: one large face and seven of 16-40 px from the shared photos, 48 frames."""
+    from bench.crowd import build_crowd_clip
+
+    return build_crowd_clip(data_dir, tmp_path_factory.mktemp("crowd") / "crowd.mp4")
