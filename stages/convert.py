@@ -140,17 +140,18 @@ def convert(video: Path, faces_dir: Path, model_dir: Path, out_path: Path, confi
     rows: list[list[Any]] = []
     identity = IdentityModel()
     swapped_at: dict[int, tuple[float, float, float, float]] = {}
+    distances: dict[int, float] = {}
     with VideoWriter(written, info, crf=config.crf, audio=protect.audio == "keep") as writer, \
             progress_bar(info.frames, f"convert {info.path.name}", "frame", progress) as bar:
         batch: list[tuple[int, np.ndarray]] = []
         for index, frame in iter_frames(info):
             batch.append((index, frame))
             if len(batch) == config.batch_size:
-                _process(batch, plans, trained, config, protect, identity, writer, rows, out_path, swapped_at)
+                _process(batch, plans, trained, config, protect, identity, writer, rows, out_path, swapped_at, distances)
                 bar.update(len(batch))
                 batch = []
         if batch:
-            _process(batch, plans, trained, config, protect, identity, writer, rows, out_path, swapped_at)
+            _process(batch, plans, trained, config, protect, identity, writer, rows, out_path, swapped_at, distances)
             bar.update(len(batch))
         if writer.frames != len(plans):
             raise DeidError(f"{video}: decoded {writer.frames} frames but the alignments list {len(plans)}; "
@@ -159,7 +160,8 @@ def convert(video: Path, faces_dir: Path, model_dir: Path, out_path: Path, confi
     if config.fallback == "black":
         def solid(index: int, shape: tuple[int, int]) -> np.ndarray:
             return _fill_mask(shape, plans[index], protect)
-    report = check_output(written, info, protect, dev, progress, swapped_at=swapped_at, solid=solid)
+    report = check_output(written, info, protect, dev, progress, swapped_at=swapped_at, solid=solid,
+                          swap_distances=distances)
     where = publish(written, out_path, report, allow_leaks)
     seconds = time.perf_counter() - start
     _write_frames_csv(frames_csv_path(out_path), rows, report)
@@ -306,7 +308,8 @@ def _overlaps_landmarks(box: list[float], landmarks: np.ndarray) -> bool:
 @torch.inference_mode()
 def _process(batch: list[tuple[int, np.ndarray]], plans: list[_FramePlan], trained: Trained, config: ConvertConfig,
              protect: ProtectConfig, identity: IdentityModel, writer: VideoWriter, rows: list[list[Any]],
-             out_path: Path, swapped_at: dict[int, tuple[float, float, float, float]]) -> None:
+             out_path: Path, swapped_at: dict[int, tuple[float, float, float, float]],
+             distances: dict[int, float]) -> None:
     swaps = [(k, index) for k, (index, _) in enumerate(batch) if index < len(plans) and plans[index].target is not None]
     outputs = _swap_faces([(batch[k][1], plans[index].target) for k, index in swaps], trained) if swaps else []
     swapped = dict(zip([k for k, _ in swaps], outputs))
@@ -330,6 +333,7 @@ def _process(batch: list[tuple[int, np.ndarray]], plans: list[_FramePlan], train
                 plan.protect_sizes.append(_face_size(plan.target))
             else:
                 swapped_at[index] = _bounds(plan.target)
+                distances[index] = distance
         protected = 0
         if config.fallback != "none":
             for hull, size in zip(plan.protect, plan.protect_sizes):

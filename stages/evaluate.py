@@ -207,7 +207,10 @@ def _analyse(info, indices: np.ndarray, models: _Models, progress: bool, label: 
             faces.embeddings[pos] = models.identity.embed(frame, lm)
             if len(faces.keep) < keep:
                 faces.keep[pos] = frame
-        elif borrow is not None and borrow[pos] is not None:
+        elif borrow is not None and borrow[pos] is not None and not _flat(frame, borrow[pos]):
+            # A flat region (a solid mask) holds nothing of the face: embedding it would give the
+            # recogniser's "featureless" vector, which sits close to any other featureless image, a
+            # heavily degraded reference included: a false re-identification, not an attack.
             faces.borrowed[pos] = models.identity.embed(frame, borrow[pos])
         if keep_at and pos in keep_at:
             faces.keep[pos] = frame
@@ -219,6 +222,17 @@ def _analyse(info, indices: np.ndarray, models: _Models, progress: bool, label: 
 
 
 # ---------------------------------------------------------------- parrot attack
+
+FLAT_STD = 4.0  # grey-level standard deviation below which a face region carries no detail at all
+
+
+def _flat(frame: np.ndarray, landmarks: np.ndarray) -> bool:
+    """Is the centre of the face (the middle 60 % of its landmark box: eyes, nose, mouth) featureless?"""
+    (x0, y0), (x1, y1) = landmarks.min(0), landmarks.max(0)
+    mx, my = 0.2 * (x1 - x0), 0.2 * (y1 - y0)
+    x0, y0, x1, y1 = int(x0 + mx), int(y0 + my), int(np.ceil(x1 - mx)), int(np.ceil(y1 - my))
+    region = frame[max(0, y0):max(0, y1), max(0, x0):max(0, x1)]
+    return region.size == 0 or float(cv2.cvtColor(np.ascontiguousarray(region), cv2.COLOR_RGB2GRAY).std()) < FLAT_STD
 
 def _face_size(lm: np.ndarray) -> float:
     return float(max(np.ptp(lm[:, 0]), np.ptp(lm[:, 1]), 1.0))

@@ -13,6 +13,10 @@ A leak is
                    for information: a face that is there at all is a leak)
   swap matches     the swapped target's face is still within `match_threshold` of the original person
                    at that place: the swap did not hide them
+
+For convert, the swapped face's distance is the one convert measured on the same frame just before
+writing it (`swap_distances`), so each frame's recogniser runs once (dlib's ResNet costs ~90 ms a face
+on 2 CPU cores); the check's own detector still searches the whole written frame.
 """
 from __future__ import annotations
 
@@ -80,13 +84,15 @@ class LeakReport:
 
 def check_output(written: Path, original: MediaInfo, config: ProtectConfig, device: torch.device,
                  progress: bool, swapped_at: Mapping[int, tuple[float, float, float, float]] | None = None,
-                 solid: Callable[[int, tuple[int, int]], np.ndarray | None] | None = None) -> LeakReport:
+                 solid: Callable[[int, tuple[int, int]], np.ndarray | None] | None = None,
+                 swap_distances: Mapping[int, float] | None = None) -> LeakReport:
     """Check every `config.check_every`-th frame of `written` against `original`.
 
     swapped_at: frame -> (x0, y0, x1, y1) of the swapped target's face, where convert pasted a swap.
     solid: frame, (h, w) -> uint8 mask of the solid fills drawn in that frame (None: none).
     """
     swapped_at = swapped_at or {}
+    swap_distances = swap_distances or {}
     out_info = probe(written)
     if out_info.frames != original.frames:
         raise DeidError(f"{written}: {out_info.frames} frames written for {original.frames} in {original.path}; "
@@ -102,10 +108,10 @@ def check_output(written: Path, original: MediaInfo, config: ProtectConfig, devi
                 continue
             batch.append((index, out, src))
             if len(batch) == config.batch_size:
-                _check_batch(batch, checker, identity, swapped_at, solid, report)
+                _check_batch(batch, checker, identity, swapped_at, swap_distances, solid, report)
                 batch = []
         if batch:
-            _check_batch(batch, checker, identity, swapped_at, solid, report)
+            _check_batch(batch, checker, identity, swapped_at, swap_distances, solid, report)
     if report.leaks:
         log.warning("leak check: %d face(s) in %d of %d checked frames, first: frame %d, %s", len(report.leaks),
                     len(report.by_frame()), report.frames_checked, report.leaks[0].frame, report.leaks[0].describe())
@@ -113,7 +119,7 @@ def check_output(written: Path, original: MediaInfo, config: ProtectConfig, devi
 
 
 def _check_batch(batch: list[tuple[int, np.ndarray, np.ndarray]], checker, identity: IdentityModel,
-                 swapped_at: Mapping[int, tuple[float, float, float, float]],
+                 swapped_at: Mapping[int, tuple[float, float, float, float]], swap_distances: Mapping[int, float],
                  solid: Callable[[int, tuple[int, int]], np.ndarray | None] | None, report: LeakReport) -> None:
     found = checker.find([out for _, out, _ in batch])
     for (index, out, src), boxes in zip(batch, found):
@@ -123,13 +129,15 @@ def _check_batch(batch: list[tuple[int, np.ndarray, np.ndarray]], checker, ident
             if fills is not None and _covered(fills, box) >= SOLID_COVER:
                 report.masked += 1
                 continue
-            distance = _distance(identity, out, src, box)
             xywh = (float(box[0]), float(box[1]), float(box[2] - box[0]), float(box[3] - box[1]))
             if index in swapped_at and box_inside(box, swapped_at[index]):
+                distance = swap_distances.get(index)
+                if distance is None:
+                    distance = _distance(identity, out, src, box)
                 if distance is not None and distance < report.threshold:
                     report.leaks.append(Leak(index, xywh, "swap matches", distance))
                 continue
-            report.leaks.append(Leak(index, xywh, "face found", distance))
+            report.leaks.append(Leak(index, xywh, "face found", _distance(identity, out, src, box)))
 
 
 SOLID_COVER = 0.6

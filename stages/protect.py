@@ -136,12 +136,25 @@ def hide(frame: np.ndarray, regions: Sequence[Region], hulls: Sequence[Hull], co
         sizes = [float(max(r.box[2] - r.box[0], r.box[3] - r.box[1])) for r in regions] + [h.size for h in hulls]
         return np.ascontiguousarray(obfuscate(out, fill_mask(frame.shape[:2], regions, hulls, config), method,
                                               min(sizes)))
+    # One obfuscation per face: a hull the extraction found and a region the search found on the same face
+    # are merged, so the face is degraded once at one strength (twice would compound two blurs or two
+    # pixel grids, a result no real tool produces and the parrot attack would not recognise).
+    faces: list[tuple[np.ndarray, float, np.ndarray]] = []
     for region in regions:
         box = region.box
-        size = float(max(box[2] - box[0], box[3] - box[1]))
-        out = obfuscate(out, box_region(frame.shape[:2], box, config.grow), method, size)
+        faces.append((box_region(frame.shape[:2], box, config.grow), float(max(box[2] - box[0], box[3] - box[1])), box))
     for hull in hulls:
-        out = obfuscate(out, _hull_region(frame.shape[:2], hull), method, hull.size)
+        centre = hull.points.mean(0)
+        for mask, _, box in faces:
+            if box[0] <= centre[0] <= box[2] and box[1] <= centre[1] <= box[3]:
+                mask |= _hull_region(frame.shape[:2], hull)
+                break
+        else:
+            x0, y0 = hull.points.min(0)
+            x1, y1 = hull.points.max(0)
+            faces.append((_hull_region(frame.shape[:2], hull), hull.size, np.array([x0, y0, x1, y1])))
+    for mask, size, _ in faces:
+        out = obfuscate(out, mask, method, size)
     return np.ascontiguousarray(out)
 
 

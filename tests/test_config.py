@@ -11,7 +11,7 @@ ROOT = Path(__file__).resolve().parents[1]
 def test_shipped_pipeline_yaml_loads_with_documented_defaults():
     config = load_config(ROOT / "pipeline.yaml")
     defaults = PipelineConfig()
-    for section in ("extract", "clean", "train", "convert", "evaluate"):
+    for section in ("extract", "clean", "train", "convert", "protect", "evaluate"):
         assert getattr(config, section) == getattr(defaults, section), f"pipeline.yaml {section}: differs from the code"
     assert config.extract == ExtractConfig()
     assert config.runs_dir == ROOT / "runs"
