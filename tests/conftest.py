@@ -13,6 +13,16 @@ SHARED_DATA = ROOT.parent / "shared" / "data"
 os.environ.setdefault("OMP_NUM_THREADS", "2")
 
 
+def _tiny():
+    from stages.train_config import TrainConfig
+
+    return TrainConfig(model="original", width=32, latent=128, iterations=30, batch_size=8, save_every=1000,
+                       preview_every=0, identity_every=0, mixed_precision=False)
+
+
+TINY = _tiny()
+
+
 @pytest.fixture(scope="session")
 def data_dir() -> Path:
     if not SHARED_DATA.is_dir():
@@ -45,3 +55,16 @@ def crowd(tmp_path_factory, data_dir):
     from bench.crowd import build_crowd_clip
 
     return build_crowd_clip(data_dir, tmp_path_factory.mktemp("crowd") / "crowd.mp4")
+
+
+@pytest.fixture(scope="session")
+def tiny_model(tmp_path_factory, extracted) -> Path:
+    """A deliberately small `original` (width 32, latent 128, 30 iterations) trained talking_1 -> talking_2.
+
+    A plumbing model: the tests that use it check what convert does around the swap, not the swap quality."""
+    from stages.train import train
+
+    model_dir = tmp_path_factory.mktemp("model")
+    train(extracted("video/talking_1.mp4"), extracted("video/talking_2.mp4"), model_dir, TINY, device="cpu",
+          progress=False)
+    return model_dir

@@ -21,17 +21,6 @@ from stages.media import iter_frames, probe
 from stages.train import train
 from stages.train_config import TrainConfig
 
-# A deliberately small `original` (width 32, latent 128): the tests check the plumbing, not the swap quality.
-TINY = TrainConfig(model="original", width=32, latent=128, iterations=30, batch_size=8, save_every=1000,
-                   preview_every=0, identity_every=0, mixed_precision=False)
-
-
-@pytest.fixture(scope="module")
-def tiny_model(tmp_path_factory, extracted) -> Path:
-    model_dir = tmp_path_factory.mktemp("model")
-    train(extracted("video/talking_1.mp4"), extracted("video/talking_2.mp4"), model_dir, TINY, device="cpu",
-          progress=False)
-    return model_dir
 
 
 def video_facts(path: Path) -> dict:

@@ -157,3 +157,56 @@ def test_bad_protect_input_is_one_line(tmp_path, capsys):
     empty.mkdir()
     assert main(["protect", str(empty), "-o", str(tmp_path / "o")]) == 2
     assert "no video files" in capsys.readouterr().err
+
+
+def test_convert_on_the_crowd_swaps_the_target_and_hides_everyone_else(crowd, tiny_model, tmp_path):
+    from pipeline.config import ConvertConfig, ExtractConfig
+    from stages.convert import convert
+    from stages.extract import extract
+
+    extract(crowd.path, tmp_path / "ex", ExtractConfig(), device="cpu", progress=False)
+    summary = convert(crowd.path, tmp_path / "ex", tiny_model, tmp_path / "o.mp4", ConvertConfig(), device="cpu",
+                      progress=False)
+    assert summary["leak_check"]["leaks"] == 0 and summary["faces_unprotected"] == 0
+    # The target (the large face, swapped) may still be detected as a face; nobody else may be.
+    target = [(x - 0.3 * w, y - 0.3 * h, x + 1.3 * w, y + 1.3 * h) for (x, y, w, h), *_ in crowd.boxes]
+    found, matched = judge(crowd.path, tmp_path / "o.mp4", every=3, allowed=target)
+    assert found == [] and matched == []
+
+
+@pytest.fixture(scope="module")
+def two_people(tmp_path_factory, data_dir) -> Path:
+    """Obama and Biden side by side (a White House photo) as a 1 s clip."""
+    out = tmp_path_factory.mktemp("two") / "two.mp4"
+    subprocess.run(["ffmpeg", "-nostdin", "-v", "error", "-loop", "1", "-i", str(data_dir / "images" / "obama_and_biden.jpg"),
+                    "-t", "1", "-r", "24", "-vf", "scale=640:-2", "-c:v", "libx264", "-pix_fmt", "yuv420p", str(out)],
+                   check=True)
+    return out
+
+
+def test_a_clean_folder_whose_extract_moved_stops_instead_of_exposing(two_people, tiny_model, data_dir, tmp_path,
+                                                                      capsys):
+    from pipeline.config import CleanConfig, ExtractConfig
+    from stages.clean import clean
+    from stages.extract import extract
+
+    extract(two_people, tmp_path / "X", ExtractConfig(), device="cpu", progress=False)
+    clean(tmp_path / "X", tmp_path / "C", CleanConfig(), references=[data_dir / "identities" / "biden" / "1.jpg"],
+          progress=False)
+    (tmp_path / "X").rename(tmp_path / "X2")
+    args = ["convert", str(two_people), "--faces", str(tmp_path / "C"), "--model", str(tiny_model), "--device", "cpu"]
+    assert main(["-q", *args, "-o", str(tmp_path / "o.mp4")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "faces_root" in err[0] and str(tmp_path / "C") in err[0]
+    assert not (tmp_path / "o.mp4").exists()
+    # Moved together with its extraction (faces_root is relative), the clean folder works and Obama is hidden.
+    moved = tmp_path / "moved"
+    moved.mkdir()
+    (tmp_path / "X2").rename(moved / "X")
+    (tmp_path / "C").rename(moved / "C")
+    args[3] = str(moved / "C")
+    assert main(["-q", *args, "-o", str(tmp_path / "o.mp4")]) == 0, capsys.readouterr().err
+    obama = face_recognition.face_encodings(face_recognition.load_image_file(data_dir / "identities" / "obama" / "1.jpg"))[0]
+    for frame in frames_of(tmp_path / "o.mp4")[::6]:
+        for enc in face_recognition.face_encodings(frame, face_recognition.face_locations(frame, 2)):
+            assert np.linalg.norm(enc - obama) > 0.6
