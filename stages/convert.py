@@ -141,17 +141,20 @@ def convert(video: Path, faces_dir: Path, model_dir: Path, out_path: Path, confi
     identity = IdentityModel()
     swapped_at: dict[int, tuple[float, float, float, float]] = {}
     distances: dict[int, float] = {}
+    originals = _OriginalIdentity(identity)
     with VideoWriter(written, info, crf=config.crf, audio=protect.audio == "keep") as writer, \
             progress_bar(info.frames, f"convert {info.path.name}", "frame", progress) as bar:
         batch: list[tuple[int, np.ndarray]] = []
         for index, frame in iter_frames(info):
             batch.append((index, frame))
             if len(batch) == config.batch_size:
-                _process(batch, plans, trained, config, protect, identity, writer, rows, out_path, swapped_at, distances)
+                _process(batch, plans, trained, config, protect, identity, writer, rows, out_path, swapped_at, distances,
+                         originals)
                 bar.update(len(batch))
                 batch = []
         if batch:
-            _process(batch, plans, trained, config, protect, identity, writer, rows, out_path, swapped_at, distances)
+            _process(batch, plans, trained, config, protect, identity, writer, rows, out_path, swapped_at, distances,
+                         originals)
             bar.update(len(batch))
         if writer.frames != len(plans):
             raise DeidError(f"{video}: decoded {writer.frames} frames but the alignments list {len(plans)}; "
@@ -305,11 +308,36 @@ def _overlaps_landmarks(box: list[float], landmarks: np.ndarray) -> bool:
     return x <= cx <= x + w and y <= cy <= y + h
 
 
+class _OriginalIdentity:
+    """The original target's embedding, measured once every REFRESH frames while it stays in place.
+
+    The person under the swap does not change from one frame to the next, and dlib's ResNet costs ~90 ms
+    a face on 2 CPU cores; the swapped face itself is measured in every frame. A target that jumps (the
+    largest face of an extract folder switching to another person) is measured again at once.
+    """
+
+    REFRESH = 5
+
+    def __init__(self, identity: IdentityModel) -> None:
+        self._identity = identity
+        self._last: tuple[int, np.ndarray, np.ndarray] | None = None  # frame, landmark centre, embedding
+
+    def embedding(self, index: int, frame: np.ndarray, landmarks: np.ndarray) -> np.ndarray:
+        centre, size = landmarks.mean(0), _face_size(landmarks)
+        if self._last is not None:
+            at, where, embedding = self._last
+            if 0 <= index - at < self.REFRESH and np.linalg.norm(centre - where) < 0.25 * size:
+                return embedding
+        embedding = self._identity.embed(frame, landmarks).astype(np.float64)
+        self._last = (index, centre, embedding)
+        return embedding
+
+
 @torch.inference_mode()
 def _process(batch: list[tuple[int, np.ndarray]], plans: list[_FramePlan], trained: Trained, config: ConvertConfig,
              protect: ProtectConfig, identity: IdentityModel, writer: VideoWriter, rows: list[list[Any]],
              out_path: Path, swapped_at: dict[int, tuple[float, float, float, float]],
-             distances: dict[int, float]) -> None:
+             distances: dict[int, float], originals: "_OriginalIdentity") -> None:
     swaps = [(k, index) for k, (index, _) in enumerate(batch) if index < len(plans) and plans[index].target is not None]
     outputs = _swap_faces([(batch[k][1], plans[index].target) for k, index in swaps], trained) if swaps else []
     swapped = dict(zip([k for k, _ in swaps], outputs))
@@ -325,7 +353,7 @@ def _process(batch: list[tuple[int, np.ndarray]], plans: list[_FramePlan], train
             # A weak model can paste back a face that is still the original person: check it here, on the
             # frame itself, so a bad swap degrades into protection, never into exposure.
             distance = float(np.linalg.norm(identity.embed(out, plan.target).astype(np.float64)
-                                            - identity.embed(frame, plan.target).astype(np.float64)))
+                                            - originals.embedding(index, frame, plan.target)))
             if distance < protect.match_threshold and config.fallback != "none":
                 status = "swap-reidentified"
                 reason = (reason + "; " if reason else "") + f"swapped face {distance:.3f} from the original"
@@ -380,7 +408,7 @@ def _mask(landmarks: np.ndarray, out_matrix: np.ndarray, size: int, learned: np.
 
 
 def _write_frames_csv(path: Path, rows: list[list[Any]], report: LeakReport) -> None:
-    leaks = report.by_frame()
+    leaks, unconfirmed = report.by_frame(), report.unconfirmed_by_frame()
     buffer = io.StringIO()
     writer = csv.writer(buffer)
     writer.writerow(["frame", "status", "swapped", "protected", "unprotected", "reason", "swap_distance",
@@ -388,7 +416,8 @@ def _write_frames_csv(path: Path, rows: list[list[Any]], report: LeakReport) -> 
     for row in rows:
         found = leaks.get(row[0], [])
         writer.writerow([row[0], "LEAK" if found else row[1], *row[2:], int(row[0] % report.every == 0),
-                         "; ".join(leak.describe() for leak in found)])
+                         "; ".join([leak.describe() for leak in found]
+                                   + [f"unconfirmed: {u.describe()}" for u in unconfirmed.get(row[0], [])])])
     write_text(path, buffer.getvalue())
 
 

@@ -294,7 +294,7 @@ def estimate_degradation(pairs: list[tuple[np.ndarray, np.ndarray, np.ndarray]],
         return {"method": None, "reason": "no frame with a face in the original to compare"}
     # A tool degrades every frame alike: a dozen frames spread over the video settle the method and strength.
     pairs = pairs[:: max(1, len(pairs) // _ESTIMATE_FRAMES)][:_ESTIMATE_FRAMES]
-    raw = 0.0
+    raw = flat = 0.0
     totals = {m: 0.0 for m in methods}
     strengths: dict[str, list[float]] = {m: [] for m in methods}
     for orig, swap, lm in pairs:
@@ -303,6 +303,7 @@ def estimate_degradation(pairs: list[tuple[np.ndarray, np.ndarray, np.ndarray]],
         region = (slice(max(0, y0), max(0, y1)), slice(max(0, x0), max(0, x1)))
         target = swap[region].astype(np.float32)
         raw += float(np.mean((orig[region].astype(np.float32) - target) ** 2))
+        flat += float(np.mean((target - target.reshape(-1, 3).mean(0)) ** 2))
         size = _face_size(lm)
 
         def error(method: str, ratio: float) -> float:
@@ -314,7 +315,7 @@ def estimate_degradation(pairs: list[tuple[np.ndarray, np.ndarray, np.ndarray]],
             totals[method] += best
             strengths[method].append(best_ratio)
     n = len(pairs)
-    raw /= n
+    raw, flat = raw / n, flat / n
     method = min(totals, key=totals.get)
     best = totals[method] / n
     ratio = round(float(np.median(strengths[method])), 4)
@@ -325,6 +326,12 @@ def estimate_degradation(pairs: list[tuple[np.ndarray, np.ndarray, np.ndarray]],
     if best > _DEGRADED_RATIO * raw:
         return {**result, "method": None,
                 "reason": f"not a blur or pixelation of the original (best match keeps {best / raw:.0%} of the difference)"}
+    if best > _DEGRADED_RATIO * flat:
+        # The strongest candidates are nearly flat and "explain" any change a little: a degradation must
+        # explain the swapped face far better than its own mean colour does.
+        return {**result, "method": None,
+                "reason": f"not a blur or pixelation of the original (best match no better than a flat fill: "
+                          f"{best / flat:.0%} of its error)"}
     return {**result, "method": method, "strength": ratio}
 
 

@@ -159,7 +159,7 @@ def hide(frame: np.ndarray, regions: Sequence[Region], hulls: Sequence[Hull], co
 
 
 def _write_frames_csv(path: Path, rows: list[list[Any]], report: LeakReport) -> None:
-    leaks = report.by_frame()
+    leaks, unconfirmed = report.by_frame(), report.unconfirmed_by_frame()
     buffer = io.StringIO()
     table = csv.writer(buffer)
     table.writerow(["frame", "status", "detected", "tracked", "held", "known", "checked", "leaks"])
@@ -168,5 +168,6 @@ def _write_frames_csv(path: Path, rows: list[list[Any]], report: LeakReport) -> 
         found = leaks.get(index, [])
         status = "LEAK" if found else row[1]
         table.writerow([index, status, *row[2:], int(index % report.every == 0),
-                        "; ".join(leak.describe() for leak in found)])
+                        "; ".join([leak.describe() for leak in found]
+                                   + [f"unconfirmed: {u.describe()}" for u in unconfirmed.get(index, [])])])
     write_text(path, buffer.getvalue())

@@ -27,6 +27,7 @@ TINY = {
     "train": {"model": "original", "width": 16, "latent": 64, "iterations": 4, "batch_size": 4, "save_every": 1000,
               "preview_every": 0, "identity_every": 0},
     "evaluate": {"frames": 20, "au": "none"},
+    "protect": {"min_face": 40},  # these clips have large faces only: the small-face search is tested in test_protect.py
 }
 
 

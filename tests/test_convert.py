@@ -19,7 +19,12 @@ from stages.convert import convert
 from stages.extract import extract
 from stages.media import iter_frames, probe
 from stages.train import train
+from stages.protect_config import ProtectConfig
 from stages.train_config import TrainConfig
+
+# These clips hold large faces only: searching from 40 px keeps the protection pass and the leak check
+# ~10x cheaper here; small faces are tested in test_protect.py.
+LARGE = ProtectConfig(min_face=40)
 
 
 
@@ -39,7 +44,7 @@ def test_output_keeps_frame_count_fps_size_and_audio(tiny_model, extracted, data
     video = data_dir / "video" / "talking_1.mp4"
     out = tmp_path / "swapped.mp4"
     summary = convert(video, extracted("video/talking_1.mp4"), tiny_model, out, ConvertConfig(), device="cpu",
-                      progress=False)
+                      progress=False, protect=LARGE)
     source, result = video_facts(video), video_facts(out)
     assert result["frames"] == source["frames"] == summary["frames"]
     assert result["size"] == source["size"] and result["audio"] == source["audio"] is True
@@ -53,7 +58,7 @@ def test_faceless_frames_untouched_and_face_changed_only_inside(tiny_model, extr
     video = data_dir / "video" / "face_noface.mov"
     faces = extracted("video/face_noface.mov")
     out = tmp_path / "out.mp4"
-    convert(video, faces, tiny_model, out, ConvertConfig(crf=8), device="cpu", progress=False)
+    convert(video, faces, tiny_model, out, ConvertConfig(crf=8), device="cpu", progress=False, protect=LARGE)
     frames = json.loads((faces / "alignments.json").read_text())["frames"]
     source, result = frames_of(video), frames_of(out)
     assert len(source) == len(result) == len(frames)
@@ -85,7 +90,7 @@ def test_detection_gap_is_protected_and_unrecognisable(tiny_model, extracted, da
     (faces / "alignments.json").write_text(json.dumps(alignments))
     out = tmp_path / "out.mp4"
     summary = convert(data_dir / "video" / "talking_1.mp4", faces, tiny_model, out, ConvertConfig(max_gap=5),
-                      device="cpu", progress=False)
+                      device="cpu", progress=False, protect=LARGE)
     assert summary["status"]["protected"] == len(gap)
     result = frames_of(out)
     for i in gap:
@@ -95,7 +100,7 @@ def test_detection_gap_is_protected_and_unrecognisable(tiny_model, extracted, da
                             json.loads((extracted("video/talking_1.mp4") / "alignments.json").read_text())["frames"].items()}
     (faces / "alignments.json").write_text(json.dumps(alignments))
     summary = convert(data_dir / "video" / "talking_1.mp4", faces, tiny_model, tmp_path / "short.mp4",
-                      ConvertConfig(max_gap=5), device="cpu", progress=False)
+                      ConvertConfig(max_gap=5), device="cpu", progress=False, protect=LARGE)
     assert summary["status"]["interpolated"] == 2 and "protected" not in summary["status"]
 
 
@@ -127,7 +132,8 @@ def test_bystander_is_protected(tiny_model, data_dir, tmp_path):
     cv2.imwrite(str(reference), cv2.cvtColor(next(iter_frames(info))[1], cv2.COLOR_RGB2BGR))
     clean(tmp_path / "ex", tmp_path / "cl", CleanConfig(), references=[reference], progress=False)
     out = tmp_path / "out.mp4"
-    summary = convert(composite, tmp_path / "cl", tiny_model, out, ConvertConfig(), device="cpu", progress=False)
+    summary = convert(composite, tmp_path / "cl", tiny_model, out, ConvertConfig(), device="cpu", progress=False,
+                      protect=LARGE)
     assert summary["faces_protected"] >= 38 and summary["faces_unprotected"] == 0
     biden_encoding = face_recognition.face_encodings(biden[:, :, ::-1].copy())[0]
     for frame in frames_of(out)[::5]:
@@ -145,7 +151,7 @@ def test_fallback_none_fails_the_leak_check_and_publishes_nothing(tiny_model, ex
         alignments["frames"][str(i)] = []
     (faces / "alignments.json").write_text(json.dumps(alignments))
     code = main(["convert", str(data_dir / "video" / "talking_1.mp4"), "--faces", str(faces), "--model",
-                 str(tiny_model), "-o", str(tmp_path / "o.mp4"), "--fallback", "none"])
+                 str(tiny_model), "-o", str(tmp_path / "o.mp4"), "--fallback", "none", "--min-face", "40"])
     err = capsys.readouterr().err.strip().splitlines()
     assert code == 1 and "leak check" in err[-1] and "o.leaky.mp4" in err[-1]
     assert not (tmp_path / "o.mp4").exists() and (tmp_path / "o.leaky.mp4").is_file()

@@ -280,7 +280,8 @@ def test_ravdess_manifest_runs_through_deid_batch(ravdess_tree, donors, tmp_path
     build_manifest(ravdess_tree, manifest, donor_male=donors["male"], donor_female=donors["female"], actors=[2],
                    progress=False)
     tiny = ["device=cpu", "train.width=16", "train.latent=64", "train.iterations=4", "train.batch_size=4",
-            "train.preview_every=0", "train.identity_every=0", "evaluate.frames=20", "evaluate.au=none"]
+            "train.preview_every=0", "train.identity_every=0", "evaluate.frames=20", "evaluate.au=none",
+            "protect.min_face=40"]  # large faces only: the small-face search is tested in test_protect.py
     runs = tmp_path / "runs"
     result = subprocess.run([sys.executable, "-m", "pipeline.cli", "-q", "batch", str(manifest), "-o", str(runs),
                              *(arg for item in tiny for arg in ("--set", item))],
