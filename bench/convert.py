@@ -27,7 +27,7 @@ from stages.extract import extract  # noqa: E402
 from stages.train import train  # noqa: E402
 from stages.train_config import TrainConfig  # noqa: E402
 
-SOURCE = ROOT.parent / "shared" / "data" / "video" / "WolfgangLanger_Pexels.mp4"
+SOURCE = ROOT / "tests" / "data" / "video" / "WolfgangLanger_Pexels.mp4"
 
 
 def main() -> None:

@@ -28,7 +28,7 @@ from stages.evaluate import evaluate  # noqa: E402
 from stages.evaluate_config import EvaluateConfig  # noqa: E402
 from stages.media import probe  # noqa: E402
 
-DATA = ROOT.parent / "shared" / "data"
+DATA = ROOT / "tests" / "data"
 DEFAULT_VIDEO = DATA / "video" / "talking_1.mp4"
 
 

@@ -24,7 +24,7 @@ from pipeline.config import ExtractConfig  # noqa: E402
 from stages.extract import extract  # noqa: E402
 from stages.media import iter_frames, probe  # noqa: E402
 
-DEFAULT_VIDEO = ROOT.parent / "shared" / "data" / "video" / "WolfgangLanger_Pexels.mp4"
+DEFAULT_VIDEO = ROOT / "tests" / "data" / "video" / "WolfgangLanger_Pexels.mp4"
 
 
 def time_naive(video: Path, frames: int) -> dict:

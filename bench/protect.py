@@ -1,7 +1,7 @@
 """`deid protect` against `deface` on the same clips, in one run: what stays detectable, what stays
 recognisable, and frames/s.
 
-    python bench/protect.py [--data ../shared/data] [--out bench/results/protect.json] [--every 5]
+    python bench/protect.py [--data tests/data] [--out bench/results/protect.json] [--every 5]
                             [--cnn-every 40] [--clips talking_1.mp4,crowd] [--deface-venv bench/.venv-deface]
 
 Clips: every video of `DATA/video` plus `crowd` (bench/crowd.py: one large face and seven of 16-40 px
@@ -39,7 +39,7 @@ from bench.machine import machine_info  # noqa: E402
 from pipeline.atomic import write_json  # noqa: E402
 from stages.media import iter_frames, probe  # noqa: E402
 
-DEFAULT_DATA = ROOT.parent / "shared" / "data"
+DEFAULT_DATA = ROOT / "tests" / "data"
 VIDEO_SUFFIXES = (".mp4", ".mov")
 
 

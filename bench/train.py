@@ -31,7 +31,7 @@ sys.path.insert(0, str(ROOT))
 from bench.machine import machine_info  # noqa: E402
 from pipeline.atomic import write_json  # noqa: E402
 
-DATA = ROOT.parent / "shared" / "data" / "video"
+DATA = ROOT / "tests" / "data" / "video"
 
 
 def run_one(family: str, a_dir: Path, b_dir: Path, device: str, iterations: int, warmup: int) -> dict:

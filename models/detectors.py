@@ -74,7 +74,7 @@ class MtcnnDetector:
                 for dets in self._mtcnn.detect(images)]
 
     def landmark_rect(self, face: FaceBox) -> Rect:
-        # Fitted on 14 real faces of ../shared/data (median over faces both detectors found): dlib's own
+        # Fitted on 14 real faces of tests/data (median over faces both detectors found): dlib's own
         # boxes are square, 1.10x the MTCNN width, centred 4.4 % of the MTCNN height lower.
         # tests/test_extract.py checks that landmarks fitted from either box agree.
         r = face.rect

@@ -1,4 +1,4 @@
-"""Shared fixtures: the real test media in ../shared/data and extractions reused across tests."""
+"""Shared fixtures: the real test media in tests/data and extractions reused across tests."""
 from __future__ import annotations
 
 import os
@@ -7,7 +7,8 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
-SHARED_DATA = ROOT.parent / "shared" / "data"
+# The real test media travel with the repository (tests/data/SOURCES.md: sources and licences).
+SHARED_DATA = ROOT / "tests" / "data"
 
 # Torch and OpenCV would otherwise each start a thread per core on top of each other.
 os.environ.setdefault("OMP_NUM_THREADS", "2")

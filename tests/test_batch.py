@@ -1,6 +1,6 @@
 """`deid batch`: manifests, shared extraction, kill/resume, per-pair failures, local and Ray executors.
 
-Real short clips (cut from ../shared/data), tiny settings: a 4-iteration 16-channel model and 20
+Real short clips (cut from tests/data), tiny settings: a 4-iteration 16-channel model and 20
 evaluation frames, so each pair takes well under a minute on a 2-core CPU.
 """
 from __future__ import annotations

@@ -10,9 +10,9 @@ import pytest
 
 from bench import all as bench_all
 
-DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "video"
+DATA = Path(__file__).resolve().parent / "data" / "video"
 needs_data = pytest.mark.skipif(not (DATA / "WolfgangLanger_Pexels.mp4").exists()
-                                or not (DATA / "talking_1.mp4").exists(), reason="../shared/data is missing")
+                                or not (DATA / "talking_1.mp4").exists(), reason="tests/data is missing")
 
 
 def _args(*argv: str) -> argparse.Namespace:

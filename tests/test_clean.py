@@ -1,4 +1,4 @@
-"""The clean stage on real faces from ../shared/data."""
+"""The clean stage on real faces from tests/data."""
 from __future__ import annotations
 
 import csv

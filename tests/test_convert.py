@@ -58,7 +58,8 @@ def test_faceless_frames_untouched_and_face_changed_only_inside(tiny_model, extr
     video = data_dir / "video" / "face_noface.mov"
     faces = extracted("video/face_noface.mov")
     out = tmp_path / "out.mp4"
-    convert(video, faces, tiny_model, out, ConvertConfig(crf=8), device="cpu", progress=False, protect=LARGE)
+    # Default search here: from 40 px CenterFace runs at 0.5x, where it fires on this clip's right edge.
+    convert(video, faces, tiny_model, out, ConvertConfig(crf=8), device="cpu", progress=False)
     frames = json.loads((faces / "alignments.json").read_text())["frames"]
     source, result = frames_of(video), frames_of(out)
     assert len(source) == len(result) == len(frames)

@@ -1,4 +1,4 @@
-"""The extract stage on real faces from ../shared/data."""
+"""The extract stage on real faces from tests/data."""
 from __future__ import annotations
 
 import json

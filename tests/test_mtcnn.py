@@ -16,7 +16,7 @@ import pytest
 
 from models.mtcnn import MTCNN, Detection, default_weights_dir
 
-DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
+DATA = Path(__file__).resolve().parent / "data"
 FIXTURE = json.loads((Path(__file__).parent / "fixtures" / "mtcnn_reference.json").read_text())
 REFERENCE = FIXTURE["images"]
 KEYPOINTS = ("left_eye", "right_eye", "nose", "mouth_left", "mouth_right")

@@ -1,4 +1,4 @@
-"""The train stage on real faces (talking_1.mp4 = A, talking_2.mp4 = B from ../shared/data), on the CPU.
+"""The train stage on real faces (talking_1.mp4 = A, talking_2.mp4 = B from tests/data), on the CPU.
 
 Models are the real families at reduced width so a few hundred iterations fit in CI time; everything
 else (data, augmentation, loss, optimiser, checkpoints) is what `deid train` runs.

