@@ -112,7 +112,7 @@ def check_output(written: Path, original: MediaInfo, config: ProtectConfig, devi
     swapped_at = swapped_at or {}
     swap_distances = swap_distances or {}
     # Frame counts are compared as decoded, both streams to their end: a container's own count is an
-    # estimate for variable-frame-rate sources (no_face.mp4: 95 in the header, 98 decoded).
+    # estimate for variable-frame-rate sources (no_face.mp4: 98 by the header, 95 decoded).
     out_info = probe(written)
     checker = make_search(config.checker, device, config.min_face)
     confirm = _LazySearch(config.search, device, config.min_face)

@@ -213,7 +213,7 @@ def test_a_clean_folder_whose_extract_moved_stops_instead_of_exposing(two_people
 
 
 def test_a_clip_without_faces_is_published_untouched(data_dir, tmp_path):
-    """no_face.mp4's header says 95 frames, 98 decode: the leak check compares decoded frames."""
+    """no_face.mp4's header says 98 frames, 95 decode: the leak check compares decoded frames."""
     summary = protect_video(data_dir / "video" / "no_face.mp4", tmp_path / "o.mp4", ProtectConfig(), device="cpu",
                             progress=False)
     assert summary["published"] and summary["faces_detected"] == 0 and summary["leak_check"]["leaks"] == 0
