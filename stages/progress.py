@@ -38,7 +38,8 @@ class _LogProgress:
             log.info("%s: %d %ss (%.1f/s)", self.label, self.done, self.unit, rate)
 
     def close(self) -> None:
-        pass
+        if self.done:  # the last line says where the loop ended, even when it took under LOG_EVERY_S
+            self._log(time.monotonic())
 
 
 @contextmanager
