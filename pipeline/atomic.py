@@ -15,6 +15,27 @@ from typing import Any, Iterator
 import cv2
 import numpy as np
 
+from pipeline.errors import DeidError, disk_error
+
+
+def writable_folder(folder: Path) -> None:
+    """Create `folder` and prove it takes a file, before a stage spends minutes on work it could not save.
+
+    A read-only mount, a file where a folder should be, or missing permissions is one line naming the
+    folder and the fix.
+    """
+    folder = Path(folder)
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        fd, probe = tempfile.mkstemp(prefix=".write-test-", dir=folder)
+        os.close(fd)
+        os.unlink(probe)
+    except OSError as exc:
+        known = disk_error(exc, folder)
+        if known is None:
+            raise
+        raise DeidError(f"{folder}: output folder is not usable ({str(known).split(': ', 1)[-1]})") from None
+
 
 @contextmanager
 def atomic_path(path: Path) -> Iterator[Path]:

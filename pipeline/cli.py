@@ -6,13 +6,14 @@ after the stage has recorded that it was interrupted.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import logging
 import sys
 import warnings
 from pathlib import Path
 from typing import Sequence
 
-from pipeline.errors import DeidError
+from pipeline.errors import DeidError, disk_error
 
 
 def _extract_args(parser: argparse.ArgumentParser) -> None:
@@ -34,6 +35,13 @@ def _extract_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--identity", action="store_true", help="store the 128-d face_recognition embedding")
     parser.add_argument("--save-frames", action="store_true", help="also write every processed frame as PNG")
     parser.add_argument("--force", action="store_true", help="re-run even if the outputs are up to date")
+    _damaged_arg(parser)
+
+
+def _damaged_arg(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--allow-damaged", action="store_true",
+                        help="process what decodes of a truncated or damaged input instead of stopping "
+                             "(recorded in the summary)")
 
 
 def _clean_args(parser: argparse.ArgumentParser) -> None:
@@ -81,6 +89,7 @@ def _protect_args(parser: argparse.ArgumentParser, method: bool = True) -> None:
                         help="keep or drop the audio track (a voice identifies too; default keep)")
     parser.add_argument("--allow-leaks", action="store_true",
                         help="publish under the final name even when the leak check finds faces (they are still listed)")
+    _damaged_arg(parser)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -157,6 +166,7 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--parrot", choices=("auto", "blur", "pixelate", "none"), default="auto")
     ev.add_argument("--pyfeat-model-dir", type=Path, default=None, help="py-feat weights in the hub cache layout")
     ev.add_argument("--name", default=None, help="label of this run in `deid compare`")
+    _damaged_arg(ev)
 
     cmp_ = sub.add_parser("compare", help="one table across evaluated runs (CSV, Markdown, HTML)")
     cmp_.add_argument("runs", type=Path, nargs="+", help="evaluate output folders")
@@ -165,6 +175,7 @@ def build_parser() -> argparse.ArgumentParser:
     run = sub.add_parser("run", help="run every stage of a pipeline.yaml that is not up to date")
     run.add_argument("config", nargs="?", type=Path, default=Path("pipeline.yaml"))
     run.add_argument("--force", action="store_true", help="re-run every stage")
+    _damaged_arg(run)
 
     batch = sub.add_parser("batch", help="run many target/donor pairs from a manifest (YAML or CSV), then one table")
     batch.add_argument("manifest", type=Path, help="pairs: YAML (pairs: [...]) or CSV (name,target,donor,...)")
@@ -211,6 +222,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     except DeidError as exc:
         print(f"deid: error: {exc}", file=sys.stderr)
         return getattr(exc, "exit_status", 2)
+    except OSError as exc:
+        # A full disk, a read-only mount or a file in the way, wherever a stage met it: one line, not a traceback.
+        known = disk_error(exc)
+        if known is None:
+            raise
+        print(f"deid: error: {known}", file=sys.stderr)
+        return 2
     except KeyboardInterrupt:
         print("deid: interrupted; finished work is kept, run the same command again to resume", file=sys.stderr)
         return 130
@@ -260,7 +278,10 @@ def _dispatch(args: argparse.Namespace, progress: bool) -> int:
         from pipeline.config import load_config
         from pipeline.workflow import run_pipeline
 
-        run_pipeline(load_config(args.config), force=args.force, progress=progress)
+        config = load_config(args.config)
+        if args.allow_damaged:
+            config = dataclasses.replace(config, allow_damaged=True)
+        run_pipeline(config, force=args.force, progress=progress)
     elif args.command == "batch":
         from pipeline.batch import dry_run, run_batch
 

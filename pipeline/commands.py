@@ -28,7 +28,7 @@ def run_extract(args: argparse.Namespace, progress: bool) -> None:
                                        save_frames=args.save_frames)
     except ConfigError as exc:
         raise _cli_error("extract", exc, "extract") from None
-    config = PipelineConfig(device=args.device, extract=extract_config)
+    config = PipelineConfig(device=args.device, extract=extract_config, allow_damaged=args.allow_damaged)
     spec = extract_spec("extract", args.input, args.output, config, progress)
     outcome = run_stage(spec, Manifest(args.output / "manifest.json"), force=args.force)
     summary = outcome.summary
@@ -96,7 +96,8 @@ def run_convert(args: argparse.Namespace, progress: bool) -> None:
     except ConfigError as exc:
         raise _cli_error("convert", exc, "convert") from None
     summary = convert(args.video, args.faces, args.model, args.output, config, device=args.device, progress=progress,
-                      protect=protect_config(args, "convert"), allow_leaks=args.allow_leaks)
+                      protect=protect_config(args, "convert"), allow_leaks=args.allow_leaks,
+                      allow_damaged=args.allow_damaged)
     status = ", ".join(f"{v} {k}" for k, v in sorted(summary["status"].items()))
     print(f"{summary['output']}: {summary['frames']} frames ({status}); {summary['faces_protected']} faces hidden "
           f"by the fallback, {summary['faces_unprotected']} left in clear; {_leak_line(summary)}")
@@ -109,10 +110,11 @@ def run_baseline(args: argparse.Namespace, progress: bool) -> None:
     faces = args.faces
     if faces is None:
         faces = args.output.with_name(args.output.stem + ".extract")
-        spec = extract_spec("extract", args.video, faces, PipelineConfig(device=args.device), progress)
+        spec = extract_spec("extract", args.video, faces,
+                            PipelineConfig(device=args.device, allow_damaged=args.allow_damaged), progress)
         run_stage(spec, Manifest(faces / "manifest.json"))
     summary = baseline(args.video, faces, args.output, config, crf=args.crf, device=args.device,
-                       allow_leaks=args.allow_leaks, progress=progress)
+                       allow_leaks=args.allow_leaks, progress=progress, allow_damaged=args.allow_damaged)
     print(f"{summary['output']}: {config.method} on {summary['faces_detected']} faces found and "
           f"{summary['faces_extracted']} extracted, in {summary['frames_with_faces']}/{summary['frames']} frames; "
           f"{_leak_line(summary)}")
@@ -122,7 +124,7 @@ def run_protect(args: argparse.Namespace, progress: bool) -> int:
     from stages.protect_batch import protect_many
 
     return protect_many(args.inputs, args.output, protect_config(args, "protect"), crf=args.crf, device=args.device,
-                        allow_leaks=args.allow_leaks, progress=progress)
+                        allow_leaks=args.allow_leaks, progress=progress, allow_damaged=args.allow_damaged)
 
 
 def run_evaluate(args: argparse.Namespace, progress: bool) -> None:
@@ -136,6 +138,6 @@ def run_evaluate(args: argparse.Namespace, progress: bool) -> None:
     except ConfigError as exc:
         raise _cli_error("evaluate", exc, "evaluate") from None
     summary = evaluate(args.original, args.swapped, args.ref_original, args.ref_donor, args.output, config,
-                       progress=progress, name=args.name)
+                       progress=progress, name=args.name, allow_damaged=args.allow_damaged)
     print(summary.get("verdict", ""))
     print(f"-> {args.output / 'reports' / 'report.html'}")

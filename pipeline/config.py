@@ -124,6 +124,8 @@ class PipelineConfig:
     target_references: tuple[Path, ...] = ()
     donor_references: tuple[Path, ...] = ()
     device: Device = "auto"
+    # Process what decodes of a truncated or damaged input instead of stopping (recorded in each summary).
+    allow_damaged: bool = False
     extract: ExtractConfig = field(default_factory=ExtractConfig)
     clean: CleanConfig = field(default_factory=CleanConfig)
     train: TrainConfig = field(default_factory=TrainConfig)

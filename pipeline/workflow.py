@@ -169,9 +169,10 @@ def extract_spec(key: str, source: Path, out_dir: Path, config: PipelineConfig, 
     return StageSpec(
         key=key,
         inputs={"video": source},
-        params={"device": config.device, **as_plain(config.extract)},
+        params={"device": config.device, "allow_damaged": config.allow_damaged, **as_plain(config.extract)},
         outputs=[out_dir / "alignments.json"],
-        run=lambda: extract(source, out_dir, config.extract, device=config.device, progress=progress),
+        run=lambda: extract(source, out_dir, config.extract, device=config.device, progress=progress,
+                            allow_damaged=config.allow_damaged),
         needs=needs,
         manifest=_own_manifest(out_dir, shared),
         record="extract" if shared else None,
@@ -217,11 +218,11 @@ def convert_spec(key: str, video: Path, faces_dir: Path, model_dir: Path, out: P
     return StageSpec(
         key=key,
         inputs={"video": video, "faces": Path(faces_dir) / "alignments.json", "model": model_dir / "model.pt"},
-        params={"device": config.device, **as_plain(config.convert),
+        params={"device": config.device, "allow_damaged": config.allow_damaged, **as_plain(config.convert),
                 **{f"protect.{k}": v for k, v in as_plain(config.protect).items()}},
         outputs=[out, out.with_name(out.stem + ".frames.csv")],
         run=lambda: convert(video, faces_dir, model_dir, out, config.convert, device=config.device, progress=progress,
-                            protect=config.protect),
+                            protect=config.protect, allow_damaged=config.allow_damaged),
         needs=needs,
     )
 
@@ -234,10 +235,10 @@ def evaluate_spec(key: str, original: Path, swapped: Path, references: tuple[Pat
     return StageSpec(
         key=key,
         inputs={"original": original, "swapped": swapped, "ref_original": references[0], "ref_donor": references[1]},
-        params=as_plain(config.evaluate),
+        params={**as_plain(config.evaluate), "allow_damaged": config.allow_damaged},
         outputs=[out_dir / "reports" / "summary.json", out_dir / "reports" / "report.html"],
         run=lambda: evaluate(original, swapped, references[0], references[1], out_dir, config.evaluate,
-                             progress=progress, name=name),
+                             progress=progress, name=name, allow_damaged=config.allow_damaged),
         needs=needs,
     )
 

@@ -25,8 +25,9 @@ log = logging.getLogger("deid.baseline")
 
 
 def baseline(video: Path, faces_dir: Path, out_path: Path, config: ProtectConfig, crf: int = 18,
-             device: str = "auto", allow_leaks: bool = False, progress: bool = True) -> dict[str, Any]:
-    info = probe(video)
+             device: str = "auto", allow_leaks: bool = False, progress: bool = True,
+             allow_damaged: bool = False) -> dict[str, Any]:
+    info = probe(video, allow_damaged)
     if info.kind != "video":
         raise DeidError(f"{video}: baseline needs a video file")
     alignments = load_alignments(faces_dir)
@@ -39,6 +40,6 @@ def baseline(video: Path, faces_dir: Path, out_path: Path, config: ProtectConfig
             hulls.append(Hull(points, float(max(face["box"][2], face["box"][3]))))
         known.append(hulls)
     summary = protect_video(video, out_path, config, device=device, crf=crf, allow_leaks=allow_leaks,
-                            progress=progress, known=known, label="baseline")
+                            progress=progress, known=known, label="baseline", allow_damaged=allow_damaged)
     summary["faces_extracted"] = sum(len(h) for h in known)
     return summary

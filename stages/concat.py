@@ -21,7 +21,7 @@ from tqdm import tqdm
 
 from pipeline.atomic import atomic_path
 from pipeline.errors import MediaError
-from stages.media import _last_line, _rotation, require_ffmpeg
+from stages.media import _last_line, _rotation, ffmpeg_path, require_ffmpeg
 
 VIDEO_SUFFIXES: tuple[str, ...] = (".mp4", ".mov", ".mkv", ".avi", ".webm", ".m4v", ".mpg", ".mpeg")
 
@@ -96,9 +96,9 @@ def _probe_clip(path: Path) -> _Clip:
     if not path.is_file():
         raise MediaError(f"{path}: no such clip; check the path or leave it out")
     try:
-        info = ffmpeg.probe(str(path), show_data_hash="sha256")
+        info = ffmpeg.probe(ffmpeg_path(path), show_data_hash="sha256")
     except ffmpeg.Error as exc:
-        reason = (_last_line(exc.stderr) or "ffprobe failed").replace(f"{path}: ", "")
+        reason = (_last_line(exc.stderr) or "ffprobe failed").replace(f"{ffmpeg_path(path)}: ", "")
         raise MediaError(f"{path}: not a readable video ({reason}); re-encode the clip or leave it out") from None
     video = next((s for s in info.get("streams", []) if s.get("codec_type") == "video"), None)
     if video is None or not video.get("width"):
@@ -124,7 +124,7 @@ def _valid_rate(text: object) -> str | None:
 def _concat_list(infos: Sequence[_Clip]) -> str:
     lines = ["ffconcat version 1.0"]
     for info in infos:
-        quoted = str(info.path.resolve()).replace("'", "'\\''")
+        quoted = ffmpeg_path(info.path.resolve()).replace("'", "'\\''")
         lines.append(f"file '{quoted}'")
         if info.seconds > 0:
             # The demuxer otherwise offsets the next clip by the whole file's duration; a longer audio
@@ -138,8 +138,8 @@ def _global_args() -> list[str]:
 
 
 def _copy_args(list_file: Path, tmp: Path) -> list[str]:
-    return (["ffmpeg", *_global_args(), "-f", "concat", "-safe", "0", "-i", str(list_file),
-             "-map", "0:v:0", "-c", "copy", "-an", str(tmp)])
+    return (["ffmpeg", *_global_args(), "-f", "concat", "-safe", "0", "-i", ffmpeg_path(list_file),
+             "-map", "0:v:0", "-c", "copy", "-an", ffmpeg_path(tmp)])
 
 
 def _reencode_args(infos: Sequence[_Clip], tmp: Path) -> list[str]:
@@ -148,14 +148,14 @@ def _reencode_args(infos: Sequence[_Clip], tmp: Path) -> list[str]:
     parts = []
     for info in infos:
         # ffmpeg autorotates on input, so every clip arrives at its displayed orientation.
-        video = ffmpeg.input(str(info.path)).video
+        video = ffmpeg.input(ffmpeg_path(info.path)).video
         video = (video.filter("scale", width, height, force_original_aspect_ratio="decrease")
                  .filter("pad", width, height, "(ow-iw)/2", "(oh-ih)/2")
                  .filter("setsar", 1)
                  .filter("fps", rate))
         parts.append(video)
     joined = ffmpeg.concat(*parts, v=1, a=0)
-    stream = ffmpeg.output(joined, str(tmp), vcodec="libx264", crf=18, preset="veryfast", pix_fmt="yuv420p", an=None)
+    stream = ffmpeg.output(joined, ffmpeg_path(tmp), vcodec="libx264", crf=18, preset="veryfast", pix_fmt="yuv420p", an=None)
     return ["ffmpeg", *_global_args(), *stream.get_args()]
 
 
@@ -193,7 +193,7 @@ def _error_lines(stderr_tail: Sequence[str]) -> str:
 
 def _describe_output(tmp: Path, out: Path) -> dict:
     try:
-        info = ffmpeg.probe(str(tmp), count_packets=None, select_streams="v:0")
+        info = ffmpeg.probe(ffmpeg_path(tmp), count_packets=None, select_streams="v:0")
     except ffmpeg.Error as exc:
         raise MediaError(f"{out}: ffmpeg wrote an unreadable video ({_last_line(exc.stderr)}); "
                          "check or re-encode the clips") from None

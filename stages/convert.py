@@ -28,7 +28,6 @@ from __future__ import annotations
 import csv
 import io
 import logging
-import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -43,7 +42,7 @@ from models.device import resolve_device
 from models.landmarks import IdentityModel
 from models.search import make_search
 from models.swap import SwapModel, build_model
-from pipeline.atomic import write_image, write_json, write_text
+from pipeline.atomic import writable_folder, write_image, write_text
 from pipeline.config import ConvertConfig
 from pipeline.errors import DeidError
 from pipeline.runner import hash_input
@@ -112,10 +111,14 @@ def load_trained(model_dir: Path, device: torch.device) -> Trained:
 
 def convert(video: Path, faces_dir: Path, model_dir: Path, out_path: Path, config: ConvertConfig,
             device: str = "auto", progress: bool = True, protect: ProtectConfig | None = None,
-            allow_leaks: bool = False) -> dict[str, Any]:
+            allow_leaks: bool = False, allow_damaged: bool = False) -> dict[str, Any]:
     """Run the stage; returns the summary recorded in the manifest. Raises LeakError for a leaking output."""
     protect = protect or ProtectConfig()
-    info = probe(video)
+    out_path = Path(out_path)
+    if out_path.suffix.lower() != ".mp4":
+        raise DeidError(f"{out_path}: the output must be an .mp4 file")
+    writable_folder(out_path.parent)
+    info = probe(video, allow_damaged)
     if info.kind != "video":
         raise DeidError(f"{video}: convert needs a video file; image folders have no frame rate or audio to keep")
     alignments = load_alignments(faces_dir)
@@ -133,9 +136,6 @@ def convert(video: Path, faces_dir: Path, model_dir: Path, out_path: Path, confi
     plans = plan_frames(alignments, all_faces, info, config)
     _add_guard(plans, info, protect, dev, progress)
 
-    out_path = Path(out_path)
-    if out_path.suffix.lower() != ".mp4":
-        raise DeidError(f"{out_path}: the output must be an .mp4 file")
     written = unchecked_path(out_path)
     rows: list[list[Any]] = []
     identity = IdentityModel()
@@ -169,6 +169,8 @@ def convert(video: Path, faces_dir: Path, model_dir: Path, out_path: Path, confi
     seconds = time.perf_counter() - start
     _write_frames_csv(frames_csv_path(out_path), rows, report)
     summary = _summary(rows, config, seconds, where, report, frames_csv_path(out_path))
+    if info.damage:
+        summary["damaged_input"] = info.damage
     raise_if_leaky(report, out_path, allow_leaks)
     return summary
 

@@ -89,11 +89,12 @@ class _Models:
 
 
 def evaluate(original: Path, swapped: Path, ref_original: Path, ref_donor: Path, out_dir: Path,
-             config: EvaluateConfig, progress: bool = True, name: str | None = None) -> dict:
+             config: EvaluateConfig, progress: bool = True, name: str | None = None,
+             allow_damaged: bool = False) -> dict:
     """Score a swapped video against its original; write `<out_dir>/reports/`; return the summary."""
     started = time.perf_counter()
     original, swapped, out_dir = Path(original), Path(swapped), Path(out_dir)
-    info_o, info_s = probe(original), probe(swapped)
+    info_o, info_s = probe(original, allow_damaged), probe(swapped, allow_damaged)
     total = min(info_o.frames, info_s.frames)
     if total <= 0:
         raise MediaError(f"{original if info_o.frames <= 0 else swapped}: no frames to evaluate")
@@ -175,6 +176,8 @@ def evaluate(original: Path, swapped: Path, ref_original: Path, ref_donor: Path,
         "threshold": config.threshold,
         "identity": identity_summary, "parrot": parrot, "gallery": gallery,
         "geometry": geo_summary, "au": au_summary, "notes": notes,
+        **({"damaged_input": {str(i.path): i.damage for i in (info_o, info_s) if i.damage}}
+           if info_o.damage or info_s.damage else {}),
         "timings": {**{k: round(v, 3) for k, v in timings.items()},
                     "frames_per_s_identity": round(2 * len(indices) / max(1e-9, timings["identity_original_s"]
                                                                          + timings["identity_swapped_s"]), 3)},

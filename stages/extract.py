@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import time
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -29,9 +28,8 @@ from models.alignment import crop_matrix, hull_mask, transform_points, warp_face
 from models.detectors import FaceBox, FaceDetector, make_detector
 from models.device import resolve_device
 from models.landmarks import IdentityModel, LandmarkModel, Rect
-from pipeline.atomic import write_image, write_json
+from pipeline.atomic import writable_folder, write_image, write_json
 from pipeline.config import ExtractConfig, as_plain
-from pipeline.errors import DeidError
 from pipeline.runner import hash_input
 from stages.media import MediaInfo, iter_frames, probe
 
@@ -59,11 +57,12 @@ class _Track:
 
 
 def extract(input_path: Path, out_dir: Path, config: ExtractConfig, device: str = "auto",
-            progress: bool = True, checkpoint_seconds: float = CHECKPOINT_SECONDS) -> dict[str, Any]:
+            progress: bool = True, checkpoint_seconds: float = CHECKPOINT_SECONDS,
+            allow_damaged: bool = False) -> dict[str, Any]:
     """Run the stage; returns the summary recorded in the manifest."""
-    info = probe(input_path)
+    info = probe(input_path, allow_damaged)
     out_dir = Path(out_dir)
-    _check_writable(out_dir)
+    writable_folder(out_dir)
     input_hash = hash_input(info.path)
     params = as_plain(config)
 
@@ -116,16 +115,6 @@ def extract(input_path: Path, out_dir: Path, config: ExtractConfig, device: str 
     write_json(out_dir / "alignments.json", alignments)
     (out_dir / PARTIAL).unlink(missing_ok=True)
     return _summarise(info, alignments, processed, seconds)
-
-
-def _check_writable(out_dir: Path) -> None:
-    try:
-        out_dir.mkdir(parents=True, exist_ok=True)
-        probe_file = out_dir / f".write-test-{os.getpid()}"
-        probe_file.write_bytes(b"")
-        probe_file.unlink()
-    except OSError as exc:
-        raise DeidError(f"{out_dir}: output folder is not writable ({exc.strerror}); choose another -o folder") from None
 
 
 def _load_partial(out_dir: Path, input_hash: str, params: dict) -> dict[str, Any]:
@@ -300,6 +289,8 @@ def _summarise(info: MediaInfo, alignments: dict, processed: int, seconds: float
         "seconds": round(seconds, 2),
         "frames_per_second": round(processed / seconds, 2) if seconds > 0 and processed else None,
     }
+    if info.damage:
+        summary["damaged_input"] = info.damage
     detector = alignments["extractor"]["detector"]
     min_size = alignments["extractor"]["min_face_size"]
     if with_faces == 0:

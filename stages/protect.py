@@ -21,7 +21,7 @@ import numpy as np
 
 from models.device import resolve_device
 from models.search import make_search
-from pipeline.atomic import write_text
+from pipeline.atomic import writable_folder, write_text
 from pipeline.errors import DeidError
 from stages.guard import Region, hold, scan
 from stages.leak_check import LeakReport, check_output
@@ -51,14 +51,16 @@ def warn_if_weak(method: str, what: str) -> None:
 
 def protect_video(video: Path, out_path: Path, config: ProtectConfig, device: str = "auto", crf: int = 18,
                   allow_leaks: bool = False, progress: bool = True,
-                  known: Sequence[Sequence[Hull]] | None = None, label: str = "protect") -> dict[str, Any]:
+                  known: Sequence[Sequence[Hull]] | None = None, label: str = "protect",
+                  allow_damaged: bool = False) -> dict[str, Any]:
     """Run the whole pass on one video; raises LeakError (after writing everything) when the check fails."""
-    info = probe(video)
+    info = probe(video, allow_damaged)
     if info.kind != "video":
         raise DeidError(f"{video}: {label} needs a video file; image folders have no frame rate or audio to keep")
     out_path = Path(out_path)
     if out_path.suffix.lower() != ".mp4":
         raise DeidError(f"{out_path}: the output must be an .mp4 file")
+    writable_folder(out_path.parent)
     warn_if_weak(config.method, f"{label} --method")
     dev = resolve_device(device)
     start = time.perf_counter()
@@ -81,6 +83,8 @@ def protect_video(video: Path, out_path: Path, config: ProtectConfig, device: st
                "regions_hidden": sum(r[2] + r[3] + r[4] + r[5] for r in rows), "audio": config.audio,
                "leak_check": report.as_json(), "seconds": round(seconds, 2),
                "frames_per_second": round(info.frames / seconds, 2) if seconds else None}
+    if info.damage:
+        summary["damaged_input"] = info.damage
     log.info("%s: %s on %d faces found in %d/%d frames (+%d held or tracked regions); leak check %s: %d leaks",
              where.name, config.method, summary["faces_detected"], summary["frames_with_faces"], info.frames,
              summary["regions_hidden"] - summary["faces_detected"], report.checker, len(report.leaks))

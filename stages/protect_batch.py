@@ -46,7 +46,7 @@ def expand_inputs(inputs: Sequence[Path]) -> list[Path]:
 
 
 def protect_many(inputs: Sequence[Path], out_dir: Path, config: ProtectConfig, crf: int = 18, device: str = "auto",
-                 allow_leaks: bool = False, progress: bool = True) -> int:
+                 allow_leaks: bool = False, progress: bool = True, allow_damaged: bool = False) -> int:
     videos = expand_inputs(inputs)
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -57,7 +57,7 @@ def protect_many(inputs: Sequence[Path], out_dir: Path, config: ProtectConfig, c
                "leaks": None, "frames_per_second": None, "output": "", "reason": ""}
         try:
             summary = protect_video(video, out, config, device=device, crf=crf, allow_leaks=allow_leaks,
-                                    progress=progress)
+                                    progress=progress, allow_damaged=allow_damaged)
             row.update(status="published" if not summary["leak_check"]["leaks"] else "published WITH LEAKS",
                        frames=summary["frames"], faces_found=summary["faces_detected"],
                        regions_hidden=summary["regions_hidden"], leaks=summary["leak_check"]["leaks"],
