@@ -3,11 +3,13 @@
 Each section is a frozen dataclass; the field names are the YAML keys and the defaults are the
 defaults documented in pipeline.yaml. Loading is strict: an unknown key or a value of the wrong type
 is a `ConfigError` that names the exact key (`extract.size`) and the file, because a typo that is
-silently ignored costs a user a night of GPU time.
+silently ignored costs a user a night of GPU time. For the same reason a key given twice (YAML keeps
+the last one without a word) and a float that is not finite (`.nan`, `.inf`) are errors too.
 """
 from __future__ import annotations
 
 import dataclasses
+import math
 import types
 import typing
 from dataclasses import dataclass, field
@@ -132,10 +134,17 @@ class PipelineConfig:
     convert: ConvertConfig = field(default_factory=ConvertConfig)
     protect: ProtectConfig = field(default_factory=ProtectConfig)
     evaluate: EvaluateConfig = field(default_factory=EvaluateConfig)
+    # The file this config was read from, for messages about a key it lacks; not a YAML key, not in as_plain.
+    source: Path | None = field(default=None, compare=False, repr=False, metadata={"internal": True})
 
     def __post_init__(self) -> None:
         if not self.pair or "/" in self.pair or self.pair.startswith("."):
             raise ConfigError(f"pair must be a plain folder name, got {self.pair!r}")
+
+    def require(self, key: str, example: str) -> None:
+        """Raise a one-line error naming the config file when `key`, which this command needs, is not set."""
+        if getattr(self, key) is None:
+            raise ConfigError(f"{self.source or 'pipeline config'}: '{key}' is not set; add {key}: {example}")
 
 
 def _check_range(key: str, value: int, low: int, high: int) -> None:
@@ -147,9 +156,12 @@ def load_config(path: Path) -> PipelineConfig:
     """Read a pipeline.yaml; relative paths in it are relative to the file's folder."""
     path = Path(path)
     try:
-        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
+        raw = _strict_yaml(path.read_text(encoding="utf-8"))
     except FileNotFoundError:
         raise ConfigError(f"{path}: no such config file (copy pipeline.yaml from the project root)") from None
+    except _DuplicateKey as exc:
+        raise ConfigError(f"{path}: line {exc.line}: duplicate key '{exc.key}' (first at line {exc.first}); "
+                          "keep one of them") from None
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f" line {mark.line + 1}" if mark is not None else ""
@@ -162,7 +174,48 @@ def load_config(path: Path) -> PipelineConfig:
         config = build(PipelineConfig, raw, prefix="")
     except ConfigError as exc:
         raise ConfigError(f"{path}: {exc}") from None
-    return _resolve_paths(config, path.parent.resolve())
+    return dataclasses.replace(_resolve_paths(config, path.parent.resolve()), source=path)
+
+
+class _DuplicateKey(Exception):
+    def __init__(self, key: str, line: int, first: int) -> None:
+        super().__init__(f"duplicate key {key!r} at line {line}")
+        self.key, self.line, self.first = key, line, first
+
+
+def _strict_yaml(text: str) -> Any:
+    """yaml.safe_load, except that a key given twice in one mapping raises `_DuplicateKey`.
+
+    The check runs on the composed node tree, where the enclosing keys and the line numbers are still known.
+    """
+    loader = yaml.SafeLoader(text)
+    try:
+        node = loader.get_single_node()
+        if node is None:
+            return None
+        _refuse_duplicates(node, "")
+        return loader.construct_document(node)
+    finally:
+        loader.dispose()
+
+
+def _refuse_duplicates(node: yaml.Node, prefix: str) -> None:
+    if isinstance(node, yaml.SequenceNode):
+        for index, item in enumerate(node.value):
+            _refuse_duplicates(item, f"{prefix.rstrip('.')}[{index}].")
+    if not isinstance(node, yaml.MappingNode):
+        return
+    seen: dict[tuple[str, str], int] = {}
+    for key_node, value_node in node.value:
+        if key_node.tag == "tag:yaml.org,2002:merge":
+            continue  # `<<: *defaults` is meant to be overridden by the keys next to it
+        line = key_node.start_mark.line + 1
+        identity = (key_node.tag, str(key_node.value))
+        name = f"{prefix}{key_node.value}"
+        if identity in seen:
+            raise _DuplicateKey(name, line, seen[identity])
+        seen[identity] = line
+        _refuse_duplicates(value_node, f"{name}.")
 
 
 def config_from_mapping(raw: Mapping[str, Any], base_dir: Path) -> PipelineConfig:
@@ -190,7 +243,7 @@ def build(cls: type, raw: Mapping[str, Any], prefix: str) -> Any:
     if not isinstance(raw, Mapping):
         raise ConfigError(f"{prefix.rstrip('.') or 'config'} must be a mapping, got {type(raw).__name__}")
     hints = typing.get_type_hints(cls)
-    fields = {f.name: f for f in dataclasses.fields(cls)}
+    fields = {f.name: f for f in dataclasses.fields(cls) if not f.metadata.get("internal")}
     unknown = [k for k in raw if k not in fields]
     if unknown:
         raise ConfigError(
@@ -230,7 +283,14 @@ def _coerce(key: str, hint: Any, value: Any) -> Any:
     if hint is float:
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             raise ConfigError(f"{key} must be a number, got {value!r}")
-        return float(value)
+        try:
+            number = float(value)
+        except OverflowError:  # an integer beyond any float
+            number = math.inf
+        if not math.isfinite(number):
+            # NaN passes every range check (all its comparisons are false) and inf overflows later.
+            raise ConfigError(f"{key} must be a finite number, got {number}")
+        return number
     if hint is str:
         if not isinstance(value, str):
             raise ConfigError(f"{key} must be a string, got {value!r}")
@@ -245,7 +305,7 @@ def _coerce(key: str, hint: Any, value: Any) -> Any:
 def as_plain(obj: Any) -> Any:
     """A JSON-able view of a config object, for the manifest and state files."""
     if dataclasses.is_dataclass(obj):
-        return {f.name: as_plain(getattr(obj, f.name)) for f in dataclasses.fields(obj)}
+        return {f.name: as_plain(getattr(obj, f.name)) for f in dataclasses.fields(obj) if not f.metadata.get("internal")}
     if isinstance(obj, (list, tuple)):
         return [as_plain(v) for v in obj]
     if isinstance(obj, Path):

@@ -18,7 +18,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from pipeline.config import CleanConfig, PipelineConfig, as_plain
-from pipeline.errors import ConfigError
 from pipeline.runner import Manifest, StageOutcome, StageSpec, hash_input, run_stage
 
 log = logging.getLogger("deid.run")
@@ -78,9 +77,7 @@ class PairLayout:
 
 def layout(config: PipelineConfig, shared: Path | None = None) -> PairLayout:
     for key in ("target", "donor"):
-        if getattr(config, key) is None:
-            raise ConfigError(f"pipeline config: '{key}' is not set; give the path of a video, an image folder "
-                              "or a folder of clips")
+        config.require(key, "path/to/video.mp4 (a video, a folder of images or a folder of clips)")
     root = Path(config.runs_dir) / config.pair
     paths = {"target": Path(config.target), "donor": Path(config.donor),
              "convert": Path(config.convert_video or config.target)}

@@ -76,3 +76,64 @@ def test_invalid_yaml_and_missing_file(tmp_path):
 def test_pair_name_must_be_a_plain_folder_name():
     with pytest.raises(ConfigError, match="pair"):
         PipelineConfig(pair="../escape")
+
+
+@pytest.mark.parametrize("text, line, key, first", [
+    ("extract:\n  size: 128\nclean:\n  min_size: 40\nextract:\n  size: 64\n", 5, "extract", 1),
+    ("pair: a\nextract:\n  size: 128\n  every: 2\n  size: 64\n", 5, "extract.size", 3),
+    ("train:\n  lr: 0.001\n  lr: 0.002\n", 3, "train.lr", 2),
+    ("target_references:\n  - {path: a}\n", None, None, None),  # no duplicate: reaches the type check
+])
+def test_a_key_given_twice_names_the_file_the_line_and_the_key(tmp_path, text, line, key, first):
+    path = write(tmp_path, text)
+    with pytest.raises(ConfigError) as err:
+        load_config(path)
+    message = str(err.value)
+    assert "\n" not in message
+    if key is None:
+        assert "duplicate" not in message
+        return
+    assert message == f"{path}: line {line}: duplicate key '{key}' (first at line {first}); keep one of them"
+
+
+def test_a_merge_key_may_be_overridden_next_to_it(tmp_path):
+    path = write(tmp_path, "x-base: &base {min_score: 0.5, size: 64}\nextract:\n  <<: *base\n  size: 128\n")
+    with pytest.raises(ConfigError, match="unknown key 'x-base'"):  # the merge itself is no duplicate
+        load_config(path)
+
+
+@pytest.mark.parametrize("value, shown", [(".nan", "nan"), (".inf", "inf"), ("-.inf", "-inf"), (".NaN", "nan"),
+                                          ("1" + "0" * 400, "inf")])
+def test_non_finite_numbers_are_refused_with_the_key(tmp_path, value, shown):
+    path = write(tmp_path, f"extract:\n  detect_scale: {value}\n")
+    with pytest.raises(ConfigError) as err:
+        load_config(path)
+    assert str(err.value) == f"{path}: extract.detect_scale must be a finite number, got {shown}"
+
+
+@pytest.mark.parametrize("section, key", [("clean", "max_yaw"), ("train", "lr"), ("convert", "smooth_beta")])
+def test_nan_is_refused_in_every_section(tmp_path, section, key):
+    with pytest.raises(ConfigError, match=rf"{section}\.{key} must be a finite number, got nan"):
+        load_config(write(tmp_path, f"{section}:\n  {key}: .nan\n"))
+
+
+def test_a_missing_target_names_the_config_file(tmp_path):
+    from pipeline.workflow import plan
+
+    path = write(tmp_path, "pair: x\ndonor: b.mp4\n")
+    config = load_config(path)
+    with pytest.raises(ConfigError) as err:
+        plan(config)
+    assert str(err.value) == (f"{path}: 'target' is not set; add target: path/to/video.mp4 (a video, a folder of "
+                              "images or a folder of clips)")
+
+
+def test_the_source_file_is_no_yaml_key_and_stays_out_of_plain_views(tmp_path):
+    from pipeline.config import as_plain, config_from_mapping
+
+    config = load_config(write(tmp_path, "pair: x\n"))
+    assert config.source == tmp_path / "pipeline.yaml"
+    assert "source" not in as_plain(config)
+    assert config_from_mapping(as_plain(config), tmp_path) == config  # what the batch executors round-trip
+    with pytest.raises(ConfigError, match="unknown key 'source'"):
+        load_config(write(tmp_path, "source: elsewhere.yaml\n"))
