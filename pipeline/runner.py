@@ -1,15 +1,25 @@
 """The stage runner: decide what is up to date, run what is not, record what happened.
 
 A stage declares its inputs (files or folders, hashed by content), its parameters (JSON-able) and its
-outputs. `manifest.json` keeps one record per stage: input hashes, parameters, outputs, timings and
-package versions. A stage is skipped only when its record matches the current inputs and parameters,
-its recorded code version is the current one, and every output still exists; the log says why a
-stage ran or was skipped. The manifest itself is rewritten atomically after every stage, under a lock
-and merged with what is on disk, because stages of one pair may run at once in different processes
-(`deid batch --executor ray`).
+outputs. `manifest.json` keeps one record per stage: input hashes, parameters, outputs, timings,
+package versions and a fingerprint of the code. A stage is skipped only when its record matches the
+current inputs and parameters, its code fingerprint is the current one, and every output still exists;
+the log (and `--dry-run`) says why a stage ran or would run, e.g. "code changed: stages/extract.py".
+The manifest itself is rewritten atomically after every stage, under a lock and merged with what is on
+disk, because stages of one pair may run at once in different processes (`deid batch --executor ray`).
+
+The code fingerprint is the deid version plus a sha256 of the source of the stage's modules
+(`StageSpec.code`) and of every module of this repository they import, followed transitively (minus
+`_NOT_CODE`). The specs list, besides their own module, the modules of every stage upstream of them, so
+a change to extract re-runs clean, train, convert and evaluate too, even when extract's outputs come out
+the same: a downstream stage hashes only part of what an upstream one wrote (clean and train hash
+alignments.json, not the face images next to it), so unchanged hashed inputs do not prove unchanged
+inputs. A record without a fingerprint (written before them) counts as "code changed".
 """
 from __future__ import annotations
 
+import ast
+import functools
 import hashlib
 import json
 import logging
@@ -18,7 +28,7 @@ import time
 from dataclasses import dataclass
 from importlib import metadata
 from pathlib import Path
-from typing import Any, Callable, Mapping, Sequence
+from typing import Any, Callable, Iterator, Mapping, Sequence
 
 from pipeline.atomic import write_json
 from pipeline.errors import DeidError
@@ -28,6 +38,11 @@ log = logging.getLogger("deid.runner")
 
 MANIFEST_SCHEMA = 1
 _VERSIONED_PACKAGES = ("deid", "torch", "numpy", "opencv-python-headless", "dlib-bin", "mtcnn", "face-recognition")
+SOURCE_ROOT = Path(__file__).resolve().parents[1]  # the folder holding the packages below (checkout or site-packages)
+_CODE_PACKAGES = ("stages", "models", "pipeline", "reports")
+# Modules stages import that cannot change what they write: bookkeeping, and the config loader, whose
+# results reach each record as parameter values. Editing them re-runs nothing.
+_NOT_CODE = frozenset({"pipeline.runner", "pipeline.locks", "pipeline.errors", "pipeline.config"})
 
 
 @dataclass(frozen=True)
@@ -45,6 +60,9 @@ class StageSpec:
     # extraction in `deid batch`) keeps its record, and its lock, next to its own outputs.
     manifest: Path | None = None
     record: str | None = None  # the record's key in that manifest (default: `key`)
+    # Modules whose source (with every in-repo module they import) makes the stage's code fingerprint.
+    code: tuple[str, ...] = ()
+    code_root: Path | None = None  # where those modules' packages live; default SOURCE_ROOT
 
 
 @dataclass(frozen=True)
@@ -91,6 +109,97 @@ def package_versions() -> dict[str, str]:
     return versions
 
 
+@functools.lru_cache(maxsize=None)
+def code_fingerprint(modules: tuple[str, ...], root: Path | None = None) -> dict[str, Any]:
+    """{"version": deid version, "sha256": digest of the files, "files": {path: sha256}} for `modules` and
+    every module of this repository's packages they import (at any depth, function-level imports included).
+
+    Cached per process: a run executes the code it imported, so later edits on disk are the next run's.
+    """
+    root = Path(root) if root is not None else SOURCE_ROOT
+    files: dict[str, str] = {}
+    seen: set[str] = set()
+    for name in modules:
+        if _module_file(root, name) is None:
+            raise ModuleNotFoundError(f"stage module {name} not found under {root}")  # a bug in the stage's spec
+    todo = list(modules)
+    while todo:
+        name = todo.pop()
+        if name in seen or name in _NOT_CODE or name.split(".")[0] not in _CODE_PACKAGES:
+            continue
+        seen.add(name)
+        path = _module_file(root, name)
+        if path is None:
+            continue  # `from stages.train import train`: a name inside a module, not a module
+        data = path.read_bytes()
+        digest = hashlib.sha256(data).hexdigest()
+        files[path.relative_to(root).as_posix()] = digest
+        parts = name.split(".")
+        todo += [".".join(parts[:i]) for i in range(1, len(parts))]  # importing a module runs its packages
+        key = (digest, name, path.name == "__init__.py")
+        if key not in _IMPORTS:  # parsing is most of the cost, and the stages share most of their modules
+            _IMPORTS[key] = _imports(data, name, key[2])
+        todo += _IMPORTS[key]
+    digest = hashlib.sha256(json.dumps(sorted(files.items())).encode()).hexdigest()
+    return {"version": package_versions().get("deid"), "sha256": digest, "files": dict(sorted(files.items()))}
+
+
+_IMPORTS: dict[tuple[str, str, bool], list[str]] = {}  # (sha256, module, is package) -> what it imports
+
+
+def _module_file(root: Path, name: str) -> Path | None:
+    base = root.joinpath(*name.split("."))
+    for candidate in (base.with_suffix(".py"), base / "__init__.py"):
+        if candidate.is_file():
+            return candidate
+    return None
+
+
+def _imports(source: bytes, name: str, is_package: bool) -> list[str]:
+    """Every module name an import statement of `source` may refer to (`from a import b`: a and a.b)."""
+    try:
+        tree = ast.parse(source)
+    except SyntaxError:
+        return []  # the stage fails on import anyway; its bytes are still hashed
+    package = name.split(".") if is_package else name.split(".")[:-1]
+    found: list[str] = []
+    for node in _statements(tree.body):
+        if isinstance(node, ast.Import):
+            found += [alias.name for alias in node.names]
+        elif isinstance(node, ast.ImportFrom):
+            base = node.module or ""
+            if node.level:
+                anchor = package[:len(package) - node.level + 1]
+                base = ".".join([*anchor, *([base] if base else [])])
+            found.append(base)
+            found += [f"{base}.{alias.name}" for alias in node.names]
+    return found
+
+
+def _statements(body: list[ast.stmt]) -> Iterator[ast.stmt]:
+    """Every statement, nested ones included (imports inside functions count); expressions are skipped,
+    which makes this several times faster than ast.walk."""
+    for node in body:
+        yield node
+        for field in ("body", "orelse", "finalbody", "handlers", "cases"):
+            inner = getattr(node, field, None)
+            if isinstance(inner, list):
+                yield from _statements(inner)
+
+
+def _code_change(old: Any, new: Mapping[str, Any]) -> str | None:
+    if not isinstance(old, Mapping) or "sha256" not in old:
+        return "code changed: recorded before code fingerprints"
+    if old.get("version") != new["version"]:
+        return f"code changed: deid {old.get('version')} -> {new['version']}"
+    if old["sha256"] == new["sha256"]:
+        return None
+    before, now = old.get("files") or {}, new["files"]
+    changed = sorted(f for f in set(before) | set(now) if before.get(f) != now.get(f))
+    shown = ", ".join(changed[:3]) + (f" and {len(changed) - 3} more" if len(changed) > 3 else "")
+    return f"code changed: {shown or 'its modules'}"
+
+
 class Manifest:
     """runs/<pair>/manifest.json: one record per stage key."""
 
@@ -127,14 +236,18 @@ class Manifest:
 
 
 def why_stale(record: Mapping[str, Any] | None, input_hashes: Mapping[str, str], params: Mapping[str, Any],
-              outputs: Sequence[Path]) -> str | None:
-    """The reason a stage must run, or None when its record proves it is up to date."""
+              outputs: Sequence[Path], code: Mapping[str, Any]) -> str | None:
+    """The reason a stage must run, or None when its record proves it is up to date.
+
+    `code` is the stage's current `code_fingerprint`.
+    """
     if record is None:
         return "never ran"
     if record.get("status") != "done":
         return f"last run {record.get('status', 'unfinished')}"
-    if record.get("versions", {}).get("deid") != package_versions().get("deid"):
-        return "deid version changed"
+    changed = _code_change(record.get("code"), code)
+    if changed:
+        return changed
     old_inputs = record.get("inputs", {})
     for name, digest in input_hashes.items():
         if old_inputs.get(name, {}).get("sha256") != digest:
@@ -158,7 +271,7 @@ def pending_reason(spec: StageSpec, manifest: Manifest) -> str | None:
     target = Manifest(spec.manifest) if spec.manifest is not None else manifest
     record = target.records.get(spec.record or spec.key)
     return why_stale(record, {name: hash_input(path) for name, path in spec.inputs.items()}, spec.params,
-                     spec.outputs)
+                     spec.outputs, code_fingerprint(tuple(spec.code), spec.code_root))
 
 
 def run_stage(spec: StageSpec, manifest: Manifest, force: bool = False) -> StageOutcome:
@@ -177,9 +290,11 @@ def _run_stage(spec: StageSpec, manifest: Manifest, force: bool) -> StageOutcome
     record_key = spec.record or spec.key
     input_hashes = {name: hash_input(path) for name, path in spec.inputs.items()}
     record = manifest.records.get(record_key)
-    reason = "forced" if force else why_stale(record, input_hashes, spec.params, spec.outputs)
+    code = code_fingerprint(tuple(spec.code), spec.code_root)
+    reason = "forced" if force else why_stale(record, input_hashes, spec.params, spec.outputs, code)
     if reason is None:
-        log.info("%s: up to date, skipped (inputs, parameters and outputs match %s)", spec.key, manifest.path.name)
+        log.info("%s: up to date, skipped (code, inputs, parameters and outputs match %s)", spec.key,
+                 manifest.path.name)
         return StageOutcome(spec.key, ran=False, reason="up to date", summary=record.get("summary", {}))
 
     log.info("%s: running (%s)", spec.key, reason)
@@ -189,6 +304,7 @@ def _run_stage(spec: StageSpec, manifest: Manifest, force: bool) -> StageOutcome
         "params": _plain(spec.params),
         "outputs": [str(p) for p in spec.outputs],
         "versions": package_versions(),
+        "code": code,
         "started": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
     }
     manifest.put(record_key, entry)

@@ -154,6 +154,7 @@ def concat_spec(key: str, folder: Path, out: Path, shared: bool = False, progres
         params={},
         outputs=[out],
         run=lambda: concat_clips(list_clips(folder), out, progress=progress),
+        code=("stages.concat",),
         manifest=_own_manifest(out, shared),
         record="concat" if shared else None,
     )
@@ -171,6 +172,9 @@ def extract_spec(key: str, source: Path, out_dir: Path, config: PipelineConfig, 
         run=lambda: extract(source, out_dir, config.extract, device=config.device, progress=progress,
                             allow_damaged=config.allow_damaged),
         needs=needs,
+        # Each stage lists its module and those of the stages upstream of it (pipeline/runner.py says why);
+        # not concat's: its one output video is hashed whole as extract's input.
+        code=("stages.extract",),
         manifest=_own_manifest(out_dir, shared),
         record="extract" if shared else None,
     )
@@ -189,6 +193,7 @@ def clean_spec(key: str, extract_dir: Path, out_dir: Path, config: CleanConfig, 
         outputs=[out_dir / "alignments.json", out_dir / "rejected.csv"],
         run=lambda: clean(extract_dir, out_dir, config, references=references, progress=progress),
         needs=needs,
+        code=("stages.clean", "stages.extract"),
         manifest=_own_manifest(out_dir, shared),
         record="clean" if shared else None,
     )
@@ -205,6 +210,7 @@ def train_spec(key: str, a_dir: Path, b_dir: Path, model_dir: Path, config: Pipe
         outputs=[model_dir / "state.json", model_dir / "model.pt"],
         run=lambda: train(a_dir, b_dir, model_dir, config.train, device=config.device, progress=progress),
         needs=needs,
+        code=("stages.train", "stages.clean", "stages.extract"),
     )
 
 
@@ -221,6 +227,7 @@ def convert_spec(key: str, video: Path, faces_dir: Path, model_dir: Path, out: P
         run=lambda: convert(video, faces_dir, model_dir, out, config.convert, device=config.device, progress=progress,
                             protect=config.protect, allow_damaged=config.allow_damaged),
         needs=needs,
+        code=("stages.convert", "stages.train", "stages.clean", "stages.extract"),
     )
 
 
@@ -237,6 +244,8 @@ def evaluate_spec(key: str, original: Path, swapped: Path, references: tuple[Pat
         run=lambda: evaluate(original, swapped, references[0], references[1], out_dir, config.evaluate,
                              progress=progress, name=name, allow_damaged=config.allow_damaged),
         needs=needs,
+        code=("stages.evaluate", "stages.references", "stages.convert", "stages.train", "stages.clean",
+              "stages.extract"),
     )
 
 
@@ -250,7 +259,8 @@ def _reference_stage(pair: PairLayout, source: Source) -> tuple[Path, StageSpec 
     faces, video = source.clean_dir, source.video
     return out, StageSpec(key=f"reference:{source.id}", inputs={"faces": faces / "alignments.json"}, params={},
                           outputs=[out], run=lambda: {"reference": str(pick_reference(faces, video, out))},
-                          needs=(f"clean:{source.id}",))
+                          needs=(f"clean:{source.id}",),
+                          code=("stages.references", "stages.clean", "stages.extract"))
 
 
 def plan(config: PipelineConfig, progress: bool = True, shared: Path | None = None) -> tuple[PairLayout, list[StageSpec]]:

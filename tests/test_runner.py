@@ -126,3 +126,97 @@ def test_concurrent_records_of_one_manifest_are_all_kept(tmp_path):
         thread.join()
     records = json.loads(manifest_path.read_text())["stages"]
     assert sorted(records) == [f"stage{i}" for i in range(8)] and all(r["status"] == "done" for r in records.values())
+
+
+# --- the code fingerprint ---------------------------------------------------------------------------------------
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture
+def source_copy(tmp_path) -> Path:
+    """The repository's packages (sources only) copied where a test may edit them."""
+    import shutil
+
+    copy = tmp_path / "src"
+    for package in ("stages", "models", "pipeline", "reports"):
+        shutil.copytree(ROOT / package, copy / package, ignore=lambda folder, names: [
+            n for n in names if n == "__pycache__" or not (n.endswith(".py") or (Path(folder) / n).is_dir())])
+    return copy
+
+
+def code_stages(tmp_path: Path, root: Path) -> list[StageSpec]:
+    """extract -> clean (needs it), and an unrelated train, with workflow.py's module lists, from `root`."""
+    specs = []
+    for key, code, needs in (("extract", ("stages.extract",), ()),
+                             ("clean", ("stages.clean", "stages.extract"), ("extract",)),
+                             ("train", ("stages.train",), ())):
+        out = tmp_path / f"{key}.txt"
+        specs.append(StageSpec(key=key, inputs={"source": tmp_path / "input.txt"}, params={}, outputs=[out],
+                               run=lambda out=out: out.write_text("x") and {}, needs=needs, code=code,
+                               code_root=root))
+    return specs
+
+
+def reasons(specs: list[StageSpec], manifest: Path) -> dict[str, str | None]:
+    from pipeline.runner import code_fingerprint, pending_reason
+
+    code_fingerprint.cache_clear()  # what a new process sees: the fingerprint is cached per process
+    return {spec.key: pending_reason(spec, Manifest(manifest)) for spec in specs}
+
+
+def test_editing_a_stage_module_makes_it_and_its_dependents_stale(tmp_path, source_copy):
+    (tmp_path / "input.txt").write_text("a")
+    manifest = tmp_path / "manifest.json"
+    specs = code_stages(tmp_path, source_copy)
+    assert all(run_stage(spec, Manifest(manifest)).ran for spec in specs)
+    assert reasons(specs, manifest) == {"extract": None, "clean": None, "train": None}
+
+    with open(source_copy / "stages" / "extract.py", "a") as handle:
+        handle.write("\n# a bug fix\n")
+    assert reasons(specs, manifest) == {"extract": "code changed: stages/extract.py",
+                                        "clean": "code changed: stages/extract.py", "train": None}
+    outcome = run_stage(specs[0], Manifest(manifest))
+    assert outcome.ran and outcome.reason == "code changed: stages/extract.py"
+    assert reasons(specs, manifest)["extract"] is None
+
+
+def test_a_module_a_stage_imports_counts_as_its_code(tmp_path, source_copy):
+    """The fingerprint follows in-repo imports: extract uses the MTCNN detector, train does not."""
+    (tmp_path / "input.txt").write_text("a")
+    manifest = tmp_path / "manifest.json"
+    specs = code_stages(tmp_path, source_copy)
+    for spec in specs:
+        run_stage(spec, Manifest(manifest))
+    mtcnn = source_copy / "models" / "mtcnn.py"
+    mtcnn.write_text(mtcnn.read_text() + "\nTHRESHOLD_CHANGED = 1\n")
+    (source_copy / "pipeline" / "errors.py").write_text("# messages only: no stage's output depends on it\n")
+    assert reasons(specs, manifest) == {"extract": "code changed: models/mtcnn.py",
+                                        "clean": "code changed: models/mtcnn.py", "train": None}
+
+
+def test_a_record_from_before_fingerprints_counts_as_code_changed(tmp_path):
+    (tmp_path / "input.txt").write_text("a")
+    manifest_path = tmp_path / "manifest.json"
+    run_stage(make_spec(tmp_path, []), Manifest(manifest_path))
+    document = json.loads(manifest_path.read_text())
+    assert document["stages"]["stage"]["code"]["version"] == document["stages"]["stage"]["versions"]["deid"]
+    del document["stages"]["stage"]["code"]
+    manifest_path.write_text(json.dumps(document))
+    assert run_stage(make_spec(tmp_path, []), Manifest(manifest_path)).reason == (
+        "code changed: recorded before code fingerprints")
+
+
+def test_every_planned_stage_fingerprints_its_own_and_its_upstream_modules(tmp_path):
+    from pipeline.config import PipelineConfig
+    from pipeline.runner import code_fingerprint
+    from pipeline.workflow import plan
+
+    _, specs = plan(PipelineConfig(target=tmp_path / "a.mp4", donor=tmp_path / "b.mp4", runs_dir=tmp_path))
+    files = {spec.key.split(":")[0]: set(code_fingerprint(spec.code)["files"]) for spec in specs}
+    assert set(files) == {"extract", "clean", "train", "convert", "reference", "evaluate"}
+    for stage, upstream in (("extract", ()), ("clean", ("extract",)), ("train", ("clean", "extract")),
+                            ("convert", ("train", "clean", "extract")), ("reference", ("references", "clean")),
+                            ("evaluate", ("convert", "train", "references"))):
+        own = "references" if stage == "reference" else stage
+        assert {f"stages/{m}.py" for m in (own, *upstream)} <= files[stage], stage
+    assert "pipeline/runner.py" not in files["extract"]  # bookkeeping, imported for hash_input
