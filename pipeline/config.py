@@ -305,7 +305,8 @@ def _coerce(key: str, hint: Any, value: Any) -> Any:
 def as_plain(obj: Any) -> Any:
     """A JSON-able view of a config object, for the manifest and state files."""
     if dataclasses.is_dataclass(obj):
-        return {f.name: as_plain(getattr(obj, f.name)) for f in dataclasses.fields(obj) if not f.metadata.get("internal")}
+        return {f.name: as_plain(getattr(obj, f.name)) for f in dataclasses.fields(obj)
+                if not f.metadata.get("internal")}
     if isinstance(obj, (list, tuple)):
         return [as_plain(v) for v in obj]
     if isinstance(obj, Path):
