@@ -19,15 +19,25 @@ without changing anything (convert may read while training goes on): it takes th
 committed iteration when step 3 has not happened yet. best/ is written with the same protocol, from
 hard links. Whatever the moment of a kill, `load` returns a model, optimizer state and state.json of one
 iteration, and after `recover` the plain files model.pt, optimizer.pt and state.json agree too.
+
+state.json records the sha256 and size of the model and optimizer files of its iteration ("checksums"),
+so `load` refuses a file damaged or changed after the save (a torn copy, bytes overwritten in place)
+instead of resuming from weights that would silently turn into NaN. The message points at best/ when
+best/ itself verifies. Note that best/ shares the inode of model.pt while the newest save is also the
+best: bytes overwritten in place then damage both, and the message says best/ holds no good copy.
+A save that meets a full disk, a read-only mount or missing permissions is one line; the previous
+checkpoint stays as it was.
 """
 from __future__ import annotations
 
+import errno
 import fcntl
+import hashlib
 import json
 import logging
 import os
-import pickle
 import re
+import shlex
 import shutil
 import signal
 import threading
@@ -35,7 +45,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from types import FrameType
-from typing import Any, Callable, Iterator, Mapping
+from typing import IO, Any, Callable, Iterator, Mapping
 
 import torch
 
@@ -53,6 +63,18 @@ LOCK = ".lock"
 ARCH_KEYS = ("input_size", "output_size", "width", "latent")  # what build_model needs besides the family name
 STATE_SCHEMA = 1
 _PENDING = re.compile(r"^\.(model|optimizer)-(\d+)\.pt$")
+CHECKSUMS = "checksums"  # state.json key: {file name: {"sha256": hex digest, "size": bytes}}
+LOAD_ATTEMPTS = 5         # reads of a folder a save keeps committing into before its files count as damaged
+# What the user can do when the model folder cannot take a save, by errno.
+_SAVE_FIXES = {
+    errno.ENOSPC: "free some space or train into a folder on another disk (-o)",
+    errno.EDQUOT: "free some space or train into a folder on another disk (-o)",
+    errno.EROFS: "train into a folder on a writable disk (-o)",
+    errno.EACCES: "fix the folder's permissions or train into a folder you can write (-o)",
+    errno.EPERM: "fix the folder's permissions or train into a folder you can write (-o)",
+    errno.ENOTDIR: "a file is in the way of a folder; train into another folder (-o)",
+}
+_unverified_warned: set[Path] = set()  # folders whose pre-checksum state.json was already logged
 
 
 @dataclass
@@ -138,28 +160,68 @@ def recover(folder: Path) -> None:
 
 def save(model_dir: Path, model: dict[str, torch.Tensor], optimizer: dict[str, Any], state: dict[str, Any]) -> None:
     """Write a consistent checkpoint of `state["iteration"]` (the write-ahead protocol above)."""
-    _commit(Path(model_dir), {**state, "schema": STATE_SCHEMA},
-            lambda path: _torch_save(model, path), lambda path: _torch_save(optimizer, path))
+    model_dir = Path(model_dir)
+    with disk_errors(model_dir):
+        _commit(model_dir, {**state, "schema": STATE_SCHEMA},
+                lambda path: _torch_save(model, path), lambda path: _torch_save(optimizer, path))
 
 
 def backup_best(model_dir: Path) -> None:
     """Copy the committed checkpoint into best/ (hard links where possible: no extra disk space)."""
     model_dir = Path(model_dir)
     best = model_dir / BEST
-    best.mkdir(exist_ok=True)
     state = read_state(model_dir)
     assert state is not None, "backup_best before the first save"
-    _commit(best, state, lambda path: _link(model_dir / MODEL, path), lambda path: _link(model_dir / OPTIMIZER, path))
+    # Hashing the source rather than trusting state.json: a model.pt damaged since its save must not
+    # become the copy every damage message sends the user to.
+    checksums = {name: _checksum(model_dir / name) for name in (MODEL, OPTIMIZER)}
+    for name, found in checksums.items():
+        if state.get(CHECKSUMS) and state[CHECKSUMS].get(name) != found:
+            raise DeidError(f"{model_dir / name}: checksum mismatch (file damaged or changed after the save), so it "
+                            f"was not backed up to {BEST}/; train into a new folder")
+    with disk_errors(model_dir):
+        best.mkdir(exist_ok=True)
+        _commit(best, {**state, CHECKSUMS: checksums}, lambda path: _link(model_dir / MODEL, path),
+                lambda path: _link(model_dir / OPTIMIZER, path), checksums)
+
+
+@contextmanager
+def disk_errors(model_dir: Path) -> Iterator[None]:
+    """Turn a write the user must fix on their side (full disk, read-only mount, permissions) into one line.
+
+    Any other OSError is a bug and keeps its traceback.
+    """
+    try:
+        yield
+    except OSError as exc:
+        fix = _SAVE_FIXES.get(exc.errno or -1)
+        if fix is None:
+            raise
+        try:
+            state = read_state(model_dir)
+        except (DeidError, OSError):
+            state = None
+        kept = f"the checkpoint of iteration {state['iteration']} is intact" if state else "no checkpoint was saved yet"
+        raise DeidError(f"{model_dir}: cannot save the model ({os.strerror(exc.errno)}); {fix}; {kept}") from None
 
 
 def _commit(folder: Path, state: dict[str, Any], write_model: Callable[[Path], None],
-            write_optimizer: Callable[[Path], None]) -> None:
+            write_optimizer: Callable[[Path], None], checksums: dict[str, dict[str, Any]] | None = None) -> None:
     iteration = int(state["iteration"])
     recover(folder)
     pending = {MODEL: folder / f".model-{iteration}.pt", OPTIMIZER: folder / f".optimizer-{iteration}.pt"}
-    write_model(pending[MODEL])
-    write_optimizer(pending[OPTIMIZER])
-    write_json(folder / STATE, state)  # the commit
+    try:
+        write_model(pending[MODEL])
+        write_optimizer(pending[OPTIMIZER])
+        if checksums is None:
+            checksums = {name: _checksum(path) for name, path in pending.items()}
+        write_json(folder / STATE, {**state, CHECKSUMS: checksums})  # the commit
+    except OSError:
+        # Not committed (write_json raises only before its rename), so nothing refers to these: free the
+        # space now rather than at the next `recover`, which may be far away on a full disk.
+        for path in pending.values():
+            path.unlink(missing_ok=True)
+        raise
     for name, path in pending.items():
         os.replace(path, folder / name)
 
@@ -167,7 +229,14 @@ def _commit(folder: Path, state: dict[str, Any], write_model: Callable[[Path], N
 def _torch_save(obj: Any, path: Path) -> None:
     with atomic_path(path) as tmp:
         with open(tmp, "wb") as handle:
-            torch.save(obj, handle)
+            try:
+                torch.save(obj, handle)
+            except RuntimeError as exc:
+                # torch's zip writer turns a failed write (a full disk) into a RuntimeError about file
+                # positions on its way out; the OSError it hides is what the user can act on.
+                if isinstance(exc.__context__, OSError):
+                    raise exc.__context__ from None
+                raise
             handle.flush()
             os.fsync(handle.fileno())
 
@@ -181,35 +250,137 @@ def _link(source: Path, path: Path) -> None:
             shutil.copyfile(source, tmp)
 
 
+def _checksum(path: Path) -> dict[str, Any]:
+    with open(path, "rb") as handle:
+        return {"sha256": _sha256(handle), "size": os.fstat(handle.fileno()).st_size}
+
+
+def _sha256(handle: IO[bytes]) -> str:
+    digest = hashlib.sha256()
+    while block := handle.read(1 << 20):
+        digest.update(block)
+    return digest.hexdigest()
+
+
+class _Damaged(Exception):
+    """A checkpoint file that is not what its state.json says was saved (reported by `load` as a DeidError)."""
+
+    def __init__(self, path: Path, problem: str) -> None:
+        super().__init__(f"{path}: {problem}")
+        self.path = path
+
+
 def load(model_dir: Path, device: torch.device | str = "cpu", optimizer: bool = True) -> Checkpoint | None:
     """The committed checkpoint of a model folder, or None if it holds none yet.
 
     Read-only, so it is safe while another process trains into the folder: a save that commits while
-    we read shows up as files of two iterations, and we read again.
+    we read shows up as files of two iterations, or as files that do not match the checksums of the
+    state.json we read, and we read again. Only a mismatch under an unchanged state.json is damage.
     """
     model_dir = Path(model_dir)
-    for attempt in range(3):
+    for attempt in range(LOAD_ATTEMPTS):
+        last = attempt == LOAD_ATTEMPTS - 1
         state = read_state(model_dir)
         if state is None:
             return None
         iteration = state["iteration"]
         try:
-            model = torch.load(_committed(model_dir, "model", iteration), map_location=device, weights_only=True)
-            moments = torch.load(_committed(model_dir, "optimizer", iteration), map_location=device,
-                                 weights_only=True) if optimizer else {"iteration": iteration}
+            model = _read(model_dir, "model", state, device)
+            moments = _read(model_dir, "optimizer", state, device) if optimizer else {"iteration": iteration}
         except FileNotFoundError as exc:
-            if attempt < 2:
+            if not last:
                 continue  # renamed under us by a save finishing
-            raise DeidError(f"{model_dir}: state.json without {Path(exc.filename).name}; restore the folder from "
-                            f"{BEST}/ or train into a new folder") from None
-        except (RuntimeError, EOFError, OSError, pickle.UnpicklingError) as exc:
-            raise DeidError(f"{model_dir}: cannot read the checkpoint ({str(exc).splitlines()[0]}); restore it from "
-                            f"{BEST}/ or train into a new folder") from None
+            raise DeidError(f"{model_dir}: state.json without {Path(exc.filename).name}; "
+                            f"{_way_out(model_dir, None)}") from None
+        except _Damaged as exc:
+            if not last and read_state(model_dir) != state:
+                # A save committed while we read: the file belongs to the newer state.json.
+                log.debug("%s: a save committed while reading (%s); reading again", model_dir, exc)
+                continue
+            raise DeidError(f"{exc}; {_way_out(model_dir, exc.path)}") from None
         saved = int(model.get("iteration", torch.tensor(-1)))
         if saved == iteration and moments.get("iteration") == iteration:
             return Checkpoint(state=state, model=model, optimizer=moments)
     raise DeidError(f"{model_dir}: model.pt is at iteration {saved} but state.json at {iteration} (files copied by "
-                    f"hand?); restore the folder from {BEST}/ or train into a new folder")
+                    f"hand?); {_way_out(model_dir, None)}")
+
+
+def _read(folder: Path, kind: str, state: Mapping[str, Any], device: torch.device | str) -> dict[str, Any]:
+    """One file of the committed iteration, checked against state.json before torch sees a byte of it."""
+    name = MODEL if kind == "model" else OPTIMIZER
+    path = _committed(folder, kind, state["iteration"])
+    expected = (state.get(CHECKSUMS) or {}).get(name)
+    try:
+        # One open file for the hash and the load: a save renaming a newer file onto this name meanwhile
+        # cannot make us verify one file and load another.
+        handle = open(path, "rb")
+    except FileNotFoundError:
+        raise
+    except OSError as exc:
+        raise _Damaged(path, f"cannot be read ({exc.strerror or exc})") from None
+    with handle:
+        try:
+            size = os.fstat(handle.fileno()).st_size
+            if size == 0:
+                raise _Damaged(path, "empty file (0 bytes: a save or a copy was cut short)")
+            if expected is None:
+                _warn_unverified(folder)
+            elif size != expected.get("size"):
+                raise _Damaged(path, f"{size} bytes but {expected.get('size')} when saved (file cut short or changed "
+                                     "after the save)")
+            elif _sha256(handle) != expected.get("sha256"):
+                raise _Damaged(path, "checksum mismatch (file damaged or changed after the save)")
+            handle.seek(0)
+        except OSError as exc:
+            raise _Damaged(path, f"cannot be read ({exc.strerror or exc})") from None
+        try:
+            obj = torch.load(handle, map_location=device, weights_only=True)
+        except Exception as exc:  # damaged bytes make torch raise anything; its own text suggests weights_only=False
+            if expected is not None:
+                raise _Damaged(path, f"saved intact, but torch {torch.__version__} cannot read it "
+                                     f"({type(exc).__name__}); use the torch version it was saved with") from None
+            raise _Damaged(path, f"not a readable checkpoint ({type(exc).__name__}: damaged, or not written by "
+                                 "deid)") from None
+    if not isinstance(obj, dict):
+        raise _Damaged(path, f"not a deid checkpoint (holds a {type(obj).__name__}, not a dict)")
+    if expected is None and kind == "model" and not all(
+            torch.isfinite(t).all() for t in obj.values() if isinstance(t, torch.Tensor) and t.is_floating_point()):
+        # Without a checksum this is the one sign of bytes overwritten inside the tensor data; training
+        # never saves non-finite weights (a NaN loss skips the step).
+        raise _Damaged(path, "holds non-finite weights (file damaged after the save)")
+    return obj
+
+
+def _warn_unverified(folder: Path) -> None:
+    if folder not in _unverified_warned:
+        _unverified_warned.add(folder)
+        log.info("%s: state.json predates checksums, so its files are not verified; the next save records them",
+                 folder)
+
+
+def _way_out(model_dir: Path, damaged: Path | None) -> str:
+    """How to go on after damage: from best/ when its own files verify, else from scratch."""
+    best = model_dir / BEST
+    if not best.is_dir():
+        return "train into a new folder"
+    try:
+        state = read_state(best)
+        good = state is not None and all(_intact(best, kind, state, damaged) for kind in ("model", "optimizer"))
+    except (DeidError, OSError):
+        good = False
+    if not good:
+        return f"{best} holds no good copy either; train into a new folder"
+    return (f"resume from the last good copy (iteration {state['iteration']}) with "
+            f"`cp {shlex.quote(str(best))}/* {shlex.quote(str(model_dir))}/` or train into a new folder")
+
+
+def _intact(folder: Path, kind: str, state: Mapping[str, Any], damaged: Path | None) -> bool:
+    path = _committed(folder, kind, state["iteration"])
+    if damaged is not None and damaged.exists() and path.exists() and os.path.samefile(path, damaged):
+        return False  # a hard link to the damaged file: the same bytes
+    expected = (state.get(CHECKSUMS) or {}).get(MODEL if kind == "model" else OPTIMIZER)
+    found = _checksum(path)
+    return found["size"] > 0 and (expected is None or found == expected)
 
 
 def _committed(folder: Path, kind: str, iteration: int) -> Path:

@@ -332,8 +332,9 @@ def _reload_after_nan(s: _Session, loss_a: float, loss_b: float, norm: float) ->
 def _save(s: _Session) -> None:
     """Flush the logs, commit a checkpoint, and back it up as best when the recent loss is the lowest yet."""
     recent = [row[1] + row[2] for row in s.pending_losses]
-    _append_csv(s.model_dir / LOSS_CSV, LOSS_HEADER, s.pending_losses)
-    _append_csv(s.model_dir / IDENTITY_CSV, IDENTITY_HEADER, s.pending_identity)
+    with checkpoint.disk_errors(s.model_dir):  # on a full disk the logs fail first; same one line as the save
+        _append_csv(s.model_dir / LOSS_CSV, LOSS_HEADER, s.pending_losses)
+        _append_csv(s.model_dir / IDENTITY_CSV, IDENTITY_HEADER, s.pending_identity)
     s.pending_losses, s.pending_identity = [], []
     state = s.state
     mean = float(np.mean(recent)) if recent else None
