@@ -132,5 +132,8 @@ def write_tables(results: Sequence[PairResult], runs_dir: Path, seconds: float) 
     print(table.to_string(index=False))
     if len(comparison):
         print()
-        print(comparison.to_string(index=False))
+        print(comparison.drop(columns=["verdict"]).to_string(index=False))
+        print()
+        for name, verdict in zip(comparison["name"], comparison["verdict"]):
+            print(f"{name}: {verdict}")
     print(f"batch: {summary} in {seconds:.0f} s; {runs_dir / 'status.md'}, {runs_dir / 'comparison.html'}")

@@ -94,6 +94,9 @@ def _protect_args(parser: argparse.ArgumentParser, method: bool = True) -> None:
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="deid", description="Video de-identification: face swap with proof.")
+    from pipeline.version import version_line
+
+    parser.add_argument("--version", action="version", version=version_line())
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     parser.add_argument("-q", "--quiet", action="store_true", help="warnings only, no progress bars")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
@@ -166,6 +169,7 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--parrot", choices=("auto", "blur", "pixelate", "none"), default="auto")
     ev.add_argument("--pyfeat-model-dir", type=Path, default=None, help="py-feat weights in the hub cache layout")
     ev.add_argument("--name", default=None, help="label of this run in `deid compare`")
+    ev.add_argument("--device", default="auto", help="auto | cpu | cuda (default auto)")
     _damaged_arg(ev)
 
     cmp_ = sub.add_parser("compare", help="one table across evaluated runs (CSV, Markdown, HTML)")
@@ -201,6 +205,8 @@ def build_parser() -> argparse.ArgumentParser:
     from bench.all import configure_parser as bench_args
 
     bench_args(sub.add_parser("bench", help="measure extract/train/convert/evaluate throughput into one JSON"))
+
+    sub.add_parser("doctor", help="what this machine can do for deid: ffmpeg, GPU, py-feat and its models, Ray, Chromium")
 
     demo = sub.add_parser("demo", help="build the built-in example (two public-domain portraits) and run it")
     demo.add_argument("-o", "--output", type=Path, default=Path("deid-demo"))
@@ -281,7 +287,10 @@ def _dispatch(args: argparse.Namespace, progress: bool) -> int:
         config = load_config(args.config)
         if args.allow_damaged:
             config = dataclasses.replace(config, allow_damaged=True)
-        run_pipeline(config, force=args.force, progress=progress)
+        for outcome in run_pipeline(config, force=args.force, progress=progress):
+            verdict = outcome.summary.get("verdict") if outcome.key == "evaluate" else None
+            if verdict:
+                print(f"{config.pair}: {str(verdict.get('level', '?')).upper()}: {verdict.get('text', '')}")
     elif args.command == "batch":
         from pipeline.batch import dry_run, run_batch
 
@@ -301,6 +310,10 @@ def _dispatch(args: argparse.Namespace, progress: bool) -> int:
         from bench.all import run_command as run_bench
 
         return run_bench(args, progress)
+    elif args.command == "doctor":
+        from pipeline.doctor import run_doctor
+
+        return run_doctor()
     elif args.command == "demo":
         from pipeline.demo import run_demo
 

@@ -138,6 +138,6 @@ def run_evaluate(args: argparse.Namespace, progress: bool) -> None:
     except ConfigError as exc:
         raise _cli_error("evaluate", exc, "evaluate") from None
     summary = evaluate(args.original, args.swapped, args.ref_original, args.ref_donor, args.output, config,
-                       progress=progress, name=args.name, allow_damaged=args.allow_damaged)
-    print(summary.get("verdict", ""))
+                       progress=progress, name=args.name, allow_damaged=args.allow_damaged, device=args.device)
+    print(f"{summary.verdict.level.upper()}: {summary.verdict.text}")
     print(f"-> {args.output / 'reports' / 'report.html'}")

@@ -54,7 +54,8 @@ def run_demo(out_dir: Path, device: str = "auto", force: bool = False, progress:
             detail = (f"iteration {summary.get('iteration', '?')}, loss A {summary.get('loss_a', '?')}, "
                       f"B {summary.get('loss_b', '?')}")
         elif outcome.key == "evaluate":
-            detail = summary.get("verdict", "")
+            verdict = summary.get("verdict") or {}
+            detail = f"{str(verdict.get('level', '?')).upper()}: {verdict.get('text', '')}"
         else:
             detail = ", ".join(f"{v} {k}" for k, v in sorted(summary.get("status", {}).items()))
         print(f"  {outcome.key:<28} {state:<11} {detail}")

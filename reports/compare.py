@@ -1,23 +1,28 @@
-"""`deid compare`: one table across evaluated runs (tools, baselines), like the study's Table 3.
+"""`deid compare`: one table across evaluated runs (tools, baselines, pairs), like the study.
 
-Each input is an `deid evaluate` output folder (or its `reports/` sub-folder, or a summary.json).
-Columns: name, SW-OR mean +- sd, re-id rate, AU PCC mean +- sd, AU RMSE mean +- sd, pose MAE; the
-geometry PCC stands in where no AU was computed, and says so.
+Each input is a `deid evaluate` output folder (or its `reports/` sub-folder, or a summary.json). Outputs:
+<stem>.csv and <stem>.md (one row per run: the verdict, the four comparisons, re-identification, donor
+match, AU or geometry expression scores, pose), and a self-contained <stem>.html with the same table, the
+study's figure (per run, box plots of OR-OR, OR-SW, SW-OR and SW-SW side by side, read from each run's
+identity.csv) and a per-AU PCC/RMSE table across runs when AU was computed.
 """
 from __future__ import annotations
 
 import html
-import json
 from pathlib import Path
 from typing import Any, Sequence
 
+import numpy as np
 import pandas as pd
 
 from pipeline.atomic import write_text
 from pipeline.errors import DeidError
+from reports import html as report_html
+from reports.identity import COMPARISONS
+from reports.summary import EvaluationSummary
 
-COLUMNS = ["name", "SW-OR", "re-id rate", "no-face share", "parrot re-id rate", "AU PCC", "AU RMSE", "AU source",
-           "geometry PCC", "pose MAE (deg)", "frames"]
+COLUMNS = ["name", "verdict", "OR-OR", "OR-SW", "SW-OR", "SW-SW", "re-id rate", "donor match", "no-face share",
+           "parrot re-id rate", "AU PCC", "AU RMSE", "AU source", "geometry PCC", "pose MAE (deg)", "frames"]
 
 
 def find_summary(path: Path) -> Path:
@@ -28,7 +33,9 @@ def find_summary(path: Path) -> Path:
     raise DeidError(f"{path}: no summary.json here or in reports/; give folders written by `deid evaluate`")
 
 
-def _pm(mean: Any, sd: Any, digits: int = 3) -> str:
+def _pm(stats: dict[str, Any] | None, mean_key: str = "mean", sd_key: str = "sd", digits: int = 3) -> str:
+    stats = stats or {}
+    mean, sd = stats.get(mean_key), stats.get(sd_key)
     if mean is None:
         return "n/a"
     return f"{mean:.{digits}f} ± {sd:.{digits}f}" if sd is not None else f"{mean:.{digits}f}"
@@ -38,23 +45,20 @@ def _pct(value: Any) -> str:
     return "n/a" if value is None else f"{100 * value:.1f} %"
 
 
-def row_for(summary: dict, name: str) -> dict:
-    ident = summary.get("identity", {})
-    sw_or = ident.get("comparisons", {}).get("SW-OR", {})
-    reid = ident.get("reidentification", {})
-    au = summary.get("au", {})
-    geo = summary.get("geometry", {})
-    parrot = summary.get("parrot", {}) or {}
+def row_for(summary: EvaluationSummary, name: str) -> dict:
+    reid, au, geo, parrot = summary.reidentification, summary.au, summary.geometry, summary.parrot
     return {
         "name": name,
-        "SW-OR": _pm(sw_or.get("mean"), sw_or.get("sd")),
+        "verdict": f"{summary.verdict.level.upper()}: {summary.verdict.text}",
+        **{c: _pm(summary.comparison(c)) for c in COMPARISONS},
         "re-id rate": _pct(reid.get("reid_rate")),
+        "donor match": _pct(summary.identity.get("donor", {}).get("share")),
         "no-face share": _pct(reid.get("no_face_share")),
         "parrot re-id rate": _pct(parrot.get("reid_rate")) if parrot.get("applied") else "-",
-        "AU PCC": _pm(au.get("pcc_mean"), au.get("pcc_sd")) if au.get("computed") else "n/a",
-        "AU RMSE": _pm(au.get("rmse_mean"), au.get("rmse_sd")) if au.get("computed") else "n/a",
+        "AU PCC": _pm(au, "pcc_mean", "pcc_sd") if au.get("computed") else "n/a",
+        "AU RMSE": _pm(au, "rmse_mean", "rmse_sd") if au.get("computed") else "n/a",
         "AU source": au.get("source", "none") if au.get("computed") else f"not computed ({au.get('reason', '?')})",
-        "geometry PCC": _pm(geo.get("geometry_pcc_mean"), geo.get("geometry_pcc_sd")),
+        "geometry PCC": _pm(geo, "geometry_pcc_mean", "geometry_pcc_sd"),
         "pose MAE (deg)": "n/a" if geo.get("pose_mae") is None else f"{geo['pose_mae']:.2f}",
         "frames": reid.get("frames_sampled", "n/a"),
     }
@@ -71,21 +75,54 @@ def compare(run_dirs: Sequence[Path], out_dir: Path, names: Sequence[str] | None
         raise DeidError("deid compare needs at least one evaluate output folder")
     if names is not None and len(names) != len(run_dirs):
         raise DeidError(f"{len(names)} names for {len(run_dirs)} folders; give one name per folder or none")
-    rows = []
+    rows, identity, au_rows = [], {}, []
     for i, run in enumerate(run_dirs):
         path = find_summary(Path(run))
-        try:
-            summary = json.loads(path.read_text())
-        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-            raise DeidError(f"{path}: not a readable summary.json ({exc}); re-run deid evaluate") from None
-        name = names[i] if names else (summary.get("name") or _default_name(Path(run)))
+        summary = EvaluationSummary.read(path)
+        name = names[i] if names else (summary.name or _default_name(Path(run)))
         rows.append(row_for(summary, name))
+        identity[name] = _read_csv(path.parent / "identity.csv")
+        if summary.au.get("computed"):
+            table = _read_csv(path.parent / "au_preservation.csv")
+            if table is not None:
+                au_rows += [{"name": name, "au": r["au"], "pcc": r.get("pcc"), "rmse": r.get("rmse")}
+                            for r in table.to_dict("records")]
     table = pd.DataFrame(rows, columns=COLUMNS)
     out_dir = Path(out_dir)
     write_text(out_dir / f"{stem}.csv", table.to_csv(index=False))
     write_text(out_dir / f"{stem}.md", to_markdown(table))
-    write_text(out_dir / f"{stem}.html", to_html(table, extra_html))
+    write_text(out_dir / f"{stem}.html", to_html(table, extra_html, _figure(identity), _au_html(au_rows)))
     return table
+
+
+def _read_csv(path: Path) -> pd.DataFrame | None:
+    try:
+        return pd.read_csv(path)
+    except (OSError, pd.errors.ParserError, pd.errors.EmptyDataError):
+        return None
+
+
+def _figure(identity: dict[str, pd.DataFrame | None]) -> str:
+    """The study's figure: per run, the four comparisons as box plots side by side."""
+    runs = {name: t for name, t in identity.items() if t is not None and set(COMPARISONS) <= set(t.columns)}
+    if not runs:
+        return ""
+    from reports.plots import comparisons_by_run
+
+    threshold = 0.6
+    return report_html.image_html(comparisons_by_run(runs, threshold), "identity distances per run")
+
+
+def _au_html(rows: list[dict]) -> str:
+    if not rows:
+        return "<p>AU: not computed for any run.</p>"
+    table = pd.DataFrame(rows)
+    wide = table.pivot_table(index="au", columns="name", values=["pcc", "rmse"], aggfunc="first")
+    wide.columns = [f"{name} {metric.upper()}" for metric, name in wide.columns]
+    wide = wide.reset_index()
+    cells = [{k: (None if isinstance(v, float) and np.isnan(v) else v) for k, v in r.items()}
+             for r in wide.to_dict("records")]
+    return "<h2>Per-AU PCC and RMSE</h2>" + report_html.table_html(cells, list(wide.columns))
 
 
 def _default_name(run: Path) -> str:
@@ -107,11 +144,13 @@ def html_table(table: pd.DataFrame) -> str:
     return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
 
 
-def to_html(table: pd.DataFrame, extra_html: str = "") -> str:
+def to_html(table: pd.DataFrame, extra_html: str = "", figure: str = "", au: str = "") -> str:
     return ("<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\"><title>deid compare</title>"
             "<style>body{font-family:sans-serif}table{border-collapse:collapse}td,th{border:1px solid #bbb;"
-            "padding:3px 8px}th{background:#f0f0f0}</style></head><body><h1>De-identification and expression "
-            f"preservation across runs</h1>{html_table(table)}"
-            "<p>SW-OR: face_recognition distance of swapped frames to the original person (higher = identity "
-            "hidden; 0.6 = same-person threshold). Re-id rate: share of sampled frames within the threshold.</p>"
-            f"{extra_html}</body></html>\n")
+            "padding:3px 8px}th{background:#f0f0f0}img{max-width:100%}</style></head><body><h1>De-identification "
+            f"and expression preservation across runs</h1>{html_table(table)}"
+            "<p>Distances: face_recognition (dlib ResNet, 128-d); below 0.6 = same person. OR-OR: original vs "
+            "the original's photo; OR-SW: original vs the donor's; SW-OR: swapped vs the original's (higher = "
+            "identity hidden); SW-SW: swapped vs the donor's (lower = looks like the donor). Re-id rate: share "
+            "of sampled frames within the threshold of the original person.</p>"
+            f"{figure}{au}{extra_html}</body></html>\n")

@@ -19,24 +19,6 @@ th{background:#f0f0f0}td:first-child,th:first-child{text-align:left}img{max-widt
 """
 
 
-def verdict_line(reid: Mapping[str, Any], max_times: int = 10) -> tuple[str, str]:
-    """("identity hidden in 998/1000 frames; 2 frames within 0.6 at 0:12.3, 0:12.4", css class)."""
-    n = reid.get("frames_sampled") or 0
-    hit = reid.get("frames_reidentified") or 0
-    thr = reid.get("threshold", 0.6)
-    if n == 0:
-        return "no frames could be evaluated", "bad"
-    text = f"identity hidden in {n - hit}/{n} frames"
-    if hit:
-        times = list(reid.get("reidentified_times") or [])[:max_times]
-        more = f" and {hit - len(times)} more" if hit > len(times) else ""
-        text += f"; {hit} frame{'s' if hit != 1 else ''} within {thr:g} of the original person at {', '.join(times)}{more}"
-    else:
-        text += f"; no frame within {thr:g} of the original person"
-    cls = "ok" if hit == 0 else ("warn" if hit / n < 0.05 else "bad")
-    return text, cls
-
-
 def fmt(value: Any, digits: int = 3) -> str:
     if value is None:
         return "n/a"

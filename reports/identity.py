@@ -134,3 +134,14 @@ def match_gallery_name(gallery: dict[str, np.ndarray], reference: np.ndarray, th
         if d < best_d:
             best, best_d = name, d
     return best if best_d < threshold else None
+
+
+def donor_match(table: pd.DataFrame, threshold: float) -> dict:
+    """In the frames where the original shows a face, how often the swapped face matches the donor's photo.
+
+    A swapped frame without a face counts as not matching: a swap that loses the face is not a swap."""
+    with_face = table["face_original"].to_numpy(bool)
+    sw_sw = table["SW-SW"].to_numpy(float)[with_face]
+    matched = int(np.sum(np.isfinite(sw_sw) & (sw_sw < threshold)))
+    frames = int(with_face.sum())
+    return {"frames": frames, "frames_matching_donor": matched, "share": matched / frames if frames else None}

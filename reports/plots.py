@@ -78,3 +78,61 @@ def au_timeseries(original: pd.DataFrame, swapped: pd.DataFrame, max_panels: int
     fig.supxlabel("frame")
     fig.tight_layout()
     return _png(fig)
+
+
+def identity_over_time(table: pd.DataFrame, threshold: float) -> bytes:
+    """SW-OR and SW-SW per sampled frame over time (or frame index), with the threshold."""
+    x = table["time_s"].to_numpy(float)
+    label = "time (s)"
+    if not np.isfinite(x).all():
+        x, label = table["frame"].to_numpy(float), "frame"
+    fig, ax = plt.subplots(figsize=(9, 3.2))
+    for column, colour in (("SW-OR", "tab:blue"), ("SW-SW", "tab:orange"), ("OR-OR", "tab:grey")):
+        ax.plot(x, table[column].to_numpy(float), ".-", color=colour, linewidth=0.8, markersize=3,
+                label={"SW-OR": "swapped vs original's photo (high = hidden)",
+                       "SW-SW": "swapped vs donor's photo (low = donor)",
+                       "OR-OR": "original vs original's photo"}[column])
+    ax.axhline(threshold, color="crimson", linestyle="--", linewidth=1, label=f"same-person threshold {threshold:g}")
+    ax.set_xlabel(label)
+    ax.set_ylabel("face_recognition distance")
+    ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.0, 1.0))
+    ax.set_title("Identity distance over the video (gaps: no face found)")
+    return _png(fig)
+
+
+def frame_strip(pairs: list[tuple[str, np.ndarray, np.ndarray]], references: list[tuple[str, np.ndarray]]) -> bytes:
+    """Sampled frames side by side: originals on top, swapped below, captioned; the reference photos first."""
+    columns = len(references) + len(pairs)
+    fig, axes = plt.subplots(2, columns, figsize=(1.9 * columns, 4.2), squeeze=False)
+    for ax in axes.ravel():
+        ax.axis("off")
+    for i, (caption, photo) in enumerate(references):
+        axes[0, i].imshow(photo)
+        axes[0, i].set_title(caption, fontsize=8)
+    for j, (caption, original, swapped) in enumerate(pairs, start=len(references)):
+        axes[0, j].imshow(original)
+        axes[0, j].set_title("original", fontsize=8)
+        axes[1, j].imshow(swapped)
+        axes[1, j].set_title(caption, fontsize=8)
+    fig.tight_layout()
+    return _png(fig)
+
+
+def comparisons_by_run(runs: dict[str, pd.DataFrame], threshold: float) -> bytes:
+    """The study's figure: for each run, the four comparisons as box plots side by side."""
+    fig, ax = plt.subplots(figsize=(max(6.5, 2.2 * len(runs)), 4))
+    colours = dict(zip(COMPARISONS, ("tab:grey", "tab:olive", "tab:blue", "tab:orange")))
+    for r, (name, table) in enumerate(runs.items()):
+        for c, comparison in enumerate(COMPARISONS):
+            values = table[comparison].to_numpy(float)
+            values = values[np.isfinite(values)]
+            if len(values):
+                box = ax.boxplot([values], positions=[r * 5 + c], widths=0.7, patch_artist=True)
+                box["boxes"][0].set_facecolor(colours[comparison])
+    ax.set_xticks([r * 5 + 1.5 for r in range(len(runs))], list(runs), fontsize=8)
+    ax.axhline(threshold, color="crimson", linestyle="--", linewidth=1)
+    handles = [plt.Rectangle((0, 0), 1, 1, color=colours[c]) for c in COMPARISONS]
+    ax.legend(handles, COMPARISONS, fontsize=7, loc="upper left", bbox_to_anchor=(1.0, 1.0))
+    ax.set_ylabel("face_recognition distance")
+    ax.set_title(f"Identity distances per run (threshold {threshold:g})")
+    return _png(fig)

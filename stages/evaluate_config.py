@@ -27,9 +27,14 @@ class EvaluateConfig:
     gallery: Path | None = None             # folder with one sub-folder of photos per person: rank-1/5 identification
     parrot: ParrotMode = "auto"             # parrot attack: auto-detect blur/pixelation, force one, or skip
     pyfeat_model_dir: Path | None = None    # py-feat weights in the Hugging Face hub cache layout (offline)
-    min_face_size: int = 40                 # MTCNN minimum face size in pixels
-    batch_size: int = 8                     # frames per detector batch
+    min_face_size: int = 40                 # smallest face evaluated, px of the full-size frame
+    detector: str = "mtcnn"                 # face detector of the identity pass
+    detect_side: int = 360                  # detection runs on frames shrunk to this short side (landmarks: full size)
+    batch_size: int = 8                     # frame pairs per batch (detection, py-feat); bounds memory
     max_reid_times: int = 20                # re-identified frame times listed in the verdict / summary
+    donor_share: float = 0.5                # verdict: "became the donor" when SW-SW < threshold in this share of frames
+    expression_pcc: float = 0.5             # verdict: "expression kept" needs AU (else geometry) PCC >= this
+    pose_mae: float = 5.0                   # verdict: ... and head-pose mean absolute error <= this, degrees
 
     def __post_init__(self) -> None:
         _int("frames", self.frames, 1, 10**7)
@@ -37,6 +42,12 @@ class EvaluateConfig:
         _int("min_face_size", self.min_face_size, 12, 4096)
         _int("batch_size", self.batch_size, 1, 1024)
         _int("max_reid_times", self.max_reid_times, 0, 10**6)
+        _int("detect_side", self.detect_side, 64, 8192)
+        _choice("detector", self.detector, ("mtcnn", "hog"))
+        for key, low, high in (("donor_share", 0.0, 1.0), ("expression_pcc", -1.0, 1.0), ("pose_mae", 0.0, 180.0)):
+            value = getattr(self, key)
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not low <= float(value) <= high:
+                raise ConfigError(f"evaluate.{key} must be a number in {low:g}..{high:g}, got {value!r}")
         if isinstance(self.threshold, bool) or not isinstance(self.threshold, (int, float)) \
                 or not 0.0 < float(self.threshold) < 2.0:
             raise ConfigError(f"evaluate.threshold must be a number in 0..2 (face_recognition distance), got {self.threshold!r}")

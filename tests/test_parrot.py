@@ -9,7 +9,8 @@ import numpy as np
 import pytest
 
 from stages.baseline import baseline
-from stages.evaluate import estimate_degradation, evaluate
+from reports.parrot import estimate_degradation
+from stages.evaluate import evaluate
 from stages.evaluate_config import EvaluateConfig
 from stages.media import iter_frames, probe
 from stages.obfuscate import obfuscate
@@ -52,7 +53,7 @@ def test_parrot_reidentifies_deids_own_weak_methods(talking, data_dir, tmp_path,
              progress=False)
     s = evaluate(talking["video"], out, talking["ref"], data_dir / "identities" / "obama" / "1.jpg", tmp_path / "ev",
                  EvaluateConfig(frames=5, au="none"), progress=False)
-    parrot = s["parrot"]
+    parrot = s.parrot
     assert parrot["applied"] and parrot["method"] == method, parrot
     assert parrot["frames_reidentified"] > 0, parrot
 
@@ -69,8 +70,8 @@ def test_parrot_does_not_reidentify_the_default_mask(talking, data_dir, tmp_path
     for forced in ("auto", "blur", "pixelate"):
         s = evaluate(talking["video"], out, talking["ref"], data_dir / "identities" / "obama" / "1.jpg",
                      tmp_path / f"ev_{forced}", EvaluateConfig(frames=5, au="none", parrot=forced), progress=False)
-        assert s["identity"]["reidentification"]["frames_reidentified"] == 0
-        assert s["parrot"].get("frames_reidentified", 0) == 0, (forced, s["parrot"])
+        assert s.identity["reidentification"]["frames_reidentified"] == 0
+        assert s.parrot.get("frames_reidentified", 0) == 0, (forced, s.parrot)
 
 
 @pytest.mark.parametrize("method", ["pixelate", "blur"])
@@ -84,6 +85,6 @@ def test_parrot_on_a_multi_face_clip(crowd, data_dir, tmp_path, method):
     baseline(crowd.path, faces, out, ProtectConfig(method=method), device="cpu", allow_leaks=True, progress=False)
     s = evaluate(crowd.path, out, data_dir / "images" / "single_face.jpg", data_dir / "identities" / "obama" / "1.jpg",
                  tmp_path / "ev", EvaluateConfig(frames=4, au="none"), progress=False)
-    parrot = s["parrot"]
+    parrot = s.parrot
     assert parrot["applied"] and parrot["method"] == method, parrot
     assert parrot["frames_reidentified"] > 0, parrot

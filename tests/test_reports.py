@@ -13,7 +13,10 @@ from pipeline.errors import ConfigError, DeidError
 from reports import au
 from reports.compare import compare
 from reports.geometry import frame_geometry, geometry_preservation, geometry_table
-from reports.html import render_report, verdict_line
+from reports.html import render_report
+from reports.identity import donor_match
+from reports.summary import EvaluationSummary
+from reports.verdict import Bars, Verdict, judge
 from reports.identity import format_time, identity_frame_table, rank_identification, reidentification
 from stages.evaluate_config import EvaluateConfig
 
@@ -145,8 +148,10 @@ def test_identity_reid_and_times():
     assert reid["frames_reidentified"] == 1 and reid["reidentified_frames"] == [30]
     assert reid["reidentified_times"] == ["0:01.2"] and reid["no_face_share"] == pytest.approx(0.1)
     assert reid["reid_rate"] == pytest.approx(0.1) and reid["reid_rate_detected"] == pytest.approx(1 / 9)
-    text, _ = verdict_line(reid)
-    assert text.startswith("identity hidden in 9/10 frames; 1 frame within 0.6") and "0:01.2" in text
+    verdict = judge(reid, {"applied": False}, donor_match(table, 0.6), {"geometry_pcc_mean": 0.9, "pose_mae": 1.0},
+                    {"computed": False}, Bars())
+    assert verdict.level == "bad" and verdict.text.startswith("re-identified in 1/9 frames with a face")
+    assert "0:01.2" in verdict.text
     assert format_time(754.25) == "12:34.2" and format_time(3600) == "1:00:00.0"
 
 
@@ -201,23 +206,53 @@ def test_render_report_offline():
     check_report_html(text)
 
 
+def _summary(name: str, sw_or: float, reid: float, pcc: float | None, level: str = "ok") -> EvaluationSummary:
+    return EvaluationSummary(
+        name=name, original="o.mp4", swapped="s.mp4", ref_original="a.jpg", ref_donor="b.jpg", frames_total=100,
+        frames_sampled=100, seed=0, fps=25.0, threshold=0.6, verdict=Verdict(level, f"{name} verdict", ()),
+        identity={"comparisons": {"SW-OR": {"mean": sw_or, "sd": 0.1}, "SW-SW": {"mean": 0.5, "sd": 0.05}},
+                  "reidentification": {"reid_rate": reid, "no_face_share": 0.0, "frames_sampled": 100},
+                  "donor": {"share": 0.8}},
+        parrot={"applied": False}, geometry={"pose_mae": 1.5, "geometry_pcc_mean": 0.9, "geometry_pcc_sd": 0.05},
+        au={"computed": pcc is not None, "source": "openface", "pcc_mean": pcc, "pcc_sd": 0.05, "rmse_mean": 0.2,
+            "rmse_sd": 0.1, "reason": "disabled"})
+
+
 def test_compare_table(tmp_path):
-    def summary(name, sw, reid, pcc):
-        return {"name": name, "identity": {"comparisons": {"SW-OR": {"mean": sw, "sd": 0.1}},
-                                           "reidentification": {"reid_rate": reid, "no_face_share": 0.0,
-                                                                 "frames_sampled": 100}},
-                "au": {"computed": pcc is not None, "source": "openface", "pcc_mean": pcc, "pcc_sd": 0.05,
-                       "rmse_mean": 0.2, "rmse_sd": 0.1, "reason": "disabled"},
-                "geometry": {"pose_mae": 1.5, "geometry_pcc_mean": 0.9, "geometry_pcc_sd": 0.05},
-                "parrot": {"applied": False}}
     for name, args in {"faceswap": (0.72, 0.02, 0.78), "blur": (0.9, 0.0, None)}.items():
         (tmp_path / name / "reports").mkdir(parents=True)
-        (tmp_path / name / "reports" / "summary.json").write_text(json.dumps(summary(name, *args)))
+        (tmp_path / name / "reports" / "summary.json").write_text(json.dumps(_summary(name, *args).as_json()))
     table = compare([tmp_path / "faceswap", tmp_path / "blur" / "reports"], tmp_path / "out")
     assert list(table["name"]) == ["faceswap", "blur"]
     assert table.loc[0, "SW-OR"] == "0.720 ± 0.100" and table.loc[0, "AU PCC"] == "0.780 ± 0.050"
+    assert table.loc[0, "SW-SW"] == "0.500 ± 0.050" and table.loc[0, "donor match"] == "80.0 %"
+    assert table.loc[0, "verdict"] == "OK: faceswap verdict"
     assert table.loc[1, "AU PCC"] == "n/a" and "not computed" in table.loc[1, "AU source"]
-    assert (tmp_path / "out" / "compare.md").read_text().startswith("| name | SW-OR |")
+    assert (tmp_path / "out" / "compare.md").read_text().startswith("| name | verdict | OR-OR |")
     assert pd.read_csv(tmp_path / "out" / "compare.csv").shape == (2, len(table.columns))
     with pytest.raises(DeidError, match="summary.json"):
         compare([tmp_path / "nothing"], tmp_path / "out2")
+    (tmp_path / "old" / "summary.json").parent.mkdir()
+    (tmp_path / "old" / "summary.json").write_text(json.dumps({"name": "old", "verdict": "identity hidden"}))
+    with pytest.raises(DeidError, match="older deid evaluate"):
+        compare([tmp_path / "old"], tmp_path / "out3")
+
+
+def test_verdict_three_axes_worst_first():
+    hidden = {"frames_sampled": 25, "frames_with_face": 25, "frames_reidentified": 0}
+    smear = judge(hidden, {"applied": False}, {"frames": 25, "frames_matching_donor": 0},
+                  {"geometry_pcc_mean": 0.03, "pose_mae": 4.9}, {"computed": False}, Bars())
+    assert smear.level == "warn" and smear.text.startswith("an obfuscation, not a convincing swap; not the donor")
+    assert "expression lost: expression geometry PCC 0.03" in smear.text and "0/25 frames" in smear.text
+    good = judge(hidden, {"applied": False}, {"frames": 25, "frames_matching_donor": 20},
+                 {"geometry_pcc_mean": 0.9, "pose_mae": 1.0}, {"computed": True, "pcc_mean": 0.8}, Bars())
+    assert good.level == "ok" and all(a.passed for a in good.axes) and "AU PCC 0.80" in good.text
+    faceless = judge({"frames_sampled": 10, "frames_with_face": 0, "frames_reidentified": 0}, {"applied": False},
+                     {"frames": 10, "frames_matching_donor": 0}, {"geometry_pcc_mean": None}, {"computed": False},
+                     Bars())
+    assert faceless.level == "warn" and "not judged" in faceless.text
+    parrot = judge({**hidden, "frames_reidentified": 1}, {"applied": True, "method": "pixelate",
+                                                          "frames_reidentified": 9}, {"frames": 25},
+                   {"geometry_pcc_mean": 0.9, "pose_mae": 1.0}, {"computed": False}, Bars())
+    assert parrot.level == "bad" and parrot.text.startswith("re-identified in 9/25 frames by a parrot attack "
+                                                            "(reference pixelated")

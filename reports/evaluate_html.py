@@ -1,0 +1,116 @@
+"""report.html of one evaluation: the verdict first, then the result itself (frames side by side, identity
+over time), then the numbers behind each of the verdict's three questions."""
+from __future__ import annotations
+
+import pandas as pd
+
+from reports import html as h
+from reports.identity import COMPARISONS
+from reports.summary import EvaluationSummary
+
+
+def render_html(summary: EvaluationSummary, table: pd.DataFrame, geo_table: pd.DataFrame, au_table: pd.DataFrame,
+                images: dict[str, bytes]) -> str:
+    sections = [("Verdict, question by question", _axes(summary)),
+                ("The result", _result(summary, images)),
+                ("Identity", _identity(summary, images)),
+                ("Parrot attack (naive obfuscation)", _parrot(summary))]
+    if summary.gallery:
+        sections.append(_gallery(summary))
+    sections += [("Expression: Action Units", _au(summary, au_table, images)),
+                 ("Expression and pose: landmark geometry", _geometry(summary, geo_table, images)),
+                 ("Inputs and provenance", _inputs(summary))]
+    return h.render_report(f"De-identification report: {summary.name}", (summary.verdict.text, summary.verdict.level),
+                           sections)
+
+
+def _axes(summary: EvaluationSummary) -> str:
+    rows = [{"question": a.name, "answer": {True: "yes", False: "NO", None: "not judged"}[a.passed],
+             "finding": a.finding} for a in summary.verdict.axes]
+    return (h.table_html(rows, ["question", "answer", "finding"])
+            + "<p class=\"note\">Green only when all three hold; red when the original person is re-identified.</p>")
+
+
+def _result(summary: EvaluationSummary, images: dict[str, bytes]) -> str:
+    inner = ""
+    if "frames.png" in images:
+        inner += ("<p>Reference photos, then sampled frames (original above, swapped below), the frames "
+                  "closest to the original person by SW-OR first.</p>" + h.image_html(images["frames.png"], "frames"))
+    return inner + h.image_html(images["identity_over_time.png"], "identity distance over time")
+
+
+def _identity(summary: EvaluationSummary, images: dict[str, bytes]) -> str:
+    ident, reid = summary.identity, summary.reidentification
+    donor = ident.get("donor", {})
+    stats = [{"comparison": c, **summary.comparison(c)} for c in COMPARISONS]
+    return (f"<p>Recogniser: {h.fmt(summary.recogniser)}; distance &lt; {summary.threshold:g} = same person. "
+            f"{reid['frames_sampled']} frames sampled (seed {summary.seed}) of {summary.frames_total}; "
+            f"re-identified: {_pct(reid['reid_rate'])} of sampled frames ({_pct(reid['reid_rate_detected'])} of "
+            f"frames with a face); swapped face matches the donor in {_pct(donor.get('share'))} of frames where the "
+            f"original shows a face; no face found in {_pct(ident['no_face_share_swapped'])} of swapped and "
+            f"{_pct(ident['no_face_share_original'])} of original frames.</p>"
+            + h.table_html(stats, ["comparison", "n", "mean", "sd", "median", "q1", "q3"])
+            + "<p class=\"note\">OR-OR: original vs original's photo (should be low); OR-SW: original vs donor "
+              "(high); SW-OR: swapped vs original's photo (high = identity hidden); SW-SW: swapped vs donor "
+              "(low = looks like the donor).</p>"
+            + h.image_html(images["identity_boxplot.png"], "identity distances"))
+
+
+def _parrot(summary: EvaluationSummary) -> str:
+    parrot, reid = summary.parrot, summary.reidentification
+    if not parrot.get("applied"):
+        return f"<p>Not run: {h.fmt(parrot.get('reason'))}.</p>"
+    return (f"<p>The swapped video looks like a {h.fmt(parrot['method'])} of the original (strength "
+            f"{parrot['strength']:g}, {h.fmt(parrot['strength_meaning'])}). Reference degraded the same way: "
+            f"{parrot['frames_reidentified']} of {reid['frames_sampled']} frames re-identified "
+            f"({_pct(parrot['reid_rate'])}) against {reid['frames_reidentified']} by the naive score; SW-OR mean "
+            f"{h.fmt(parrot['SW-OR']['mean'])} vs naive {h.fmt(summary.comparison('SW-OR').get('mean'))}.</p>"
+            f"<p>{h.fmt(parrot['explanation'])}</p>")
+
+
+def _gallery(summary: EvaluationSummary) -> tuple[str, str]:
+    g = summary.gallery or {}
+    rows = [{"video": k, **{kk: g[k].get(kk) for kk in ("faces", "rank1", "rank5")}} for k in ("swapped", "original")]
+    return (f"Identification among {g['people']} gallery people",
+            h.table_html(rows, ["video", "faces", "rank1", "rank5"])
+            + f"<p>True identity: {h.fmt(g['swapped']['true_identity'])}.</p>")
+
+
+def _au(summary: EvaluationSummary, au_table: pd.DataFrame, images: dict[str, bytes]) -> str:
+    au = summary.au
+    if not au.get("computed"):
+        return (f"<p>AU: not computed: {h.fmt(au.get('reason'))}. The landmark geometry below carries the "
+                "expression score.</p>")
+    undefined = ", ".join(au["pcc_undefined"]) or "none"
+    return (f"<p>Source: {h.fmt(au['source'])}; {au['alignment']['frames_paired']} frames paired. PCC "
+            f"{h.fmt(au['pcc_mean'])} ± {h.fmt(au['pcc_sd'])} over {au['pcc_n']} AUs (undefined for constant AUs: "
+            f"{h.fmt(undefined)}); RMSE {h.fmt(au['rmse_mean'])} ± {h.fmt(au['rmse_sd'])}.</p>"
+            + h.table_html(au_table.to_dict("records"), ["au", "pcc", "rmse", "frames"])
+            + h.image_html(images["au_bars.png"], "AU PCC and RMSE")
+            + h.image_html(images["au_timeseries.png"], "AU time series"))
+
+
+def _geometry(summary: EvaluationSummary, geo_table: pd.DataFrame, images: dict[str, bytes]) -> str:
+    geo = summary.geometry
+    return (f"<p>Head pose mean absolute error {h.fmt(geo['pose_mae'], 2)}° (yaw {h.fmt(geo['pose_mae_yaw'], 2)}, "
+            f"pitch {h.fmt(geo['pose_mae_pitch'], 2)}, roll {h.fmt(geo['pose_mae_roll'], 2)}); expression geometry "
+            f"PCC {h.fmt(geo['geometry_pcc_mean'])} ± {h.fmt(geo['geometry_pcc_sd'])} over {geo['frames_paired']} "
+            "frames with a face in both.</p>"
+            + h.table_html(geo_table.to_dict("records"), ["measure", "pcc", "rmse", "mae", "frames"])
+            + h.image_html(images["geometry_bars.png"], "geometry PCC and RMSE")
+            + (h.image_html(images["geometry_timeseries.png"], "geometry time series")
+               if "geometry_timeseries.png" in images else ""))
+
+
+def _inputs(summary: EvaluationSummary) -> str:
+    notes = "".join(f"<li>{h.fmt(n)}</li>" for n in summary.notes)
+    damaged = "".join(f"<li>{h.fmt(path)}: damaged input ({h.fmt(what)})</li>" for path, what in
+                      summary.damaged_input.items())
+    return (f"<p>Original: {h.fmt(summary.original)}<br>Swapped: {h.fmt(summary.swapped)}<br>References: "
+            f"{h.fmt(summary.ref_original)}, {h.fmt(summary.ref_donor)}<br>deid {h.fmt(summary.version)}"
+            f"{', commit ' + h.fmt(summary.commit) if summary.commit else ''}; evaluated on {h.fmt(summary.device)}.</p>"
+            + (f"<ul>{damaged}{notes}</ul>" if notes or damaged else ""))
+
+
+def _pct(value: float | None) -> str:
+    return "n/a" if value is None else f"{100 * value:.1f} %"
