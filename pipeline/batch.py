@@ -100,11 +100,9 @@ def dry_run(manifest: Path, runs_dir: Path, sets: Sequence[str] = (), config: Pa
 
 
 def _progress_bar(total: int, done: int, enabled: bool):
-    if not enabled:
-        return None
-    from tqdm import tqdm
+    from stages.progress import make_progress
 
-    return tqdm(total=total, initial=done, unit="pair", desc="batch")
+    return make_progress(total, "batch", "pair", enabled, initial=done)
 
 
 def status_table(results: Sequence[PairResult]) -> pd.DataFrame:

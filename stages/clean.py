@@ -23,7 +23,7 @@ from typing import Any, Sequence
 
 import cv2
 import numpy as np
-from tqdm import tqdm
+from stages.progress import make_progress
 
 from models.alignment import transform_points
 from models.face_quality import focus_measure, head_pose, landmark_distance, thumbnail
@@ -88,8 +88,10 @@ def _measure(alignments: Alignments, identity: IdentityModel, progress: bool) ->
     size = alignments.extractor["size"]
     centering = alignments.extractor["centering"]
     faces = []
-    for ref in tqdm(list(alignments.faces()), unit="face", desc=f"clean {alignments.folder.name}",
-                    disable=not progress, dynamic_ncols=True):
+    refs = list(alignments.faces())
+    bar = make_progress(len(refs), f"clean {alignments.folder.name}", "face", progress)
+    for ref in refs:
+        bar.update(1)
         box = ref.record["box"]
         face = _Face(ref=ref, size=float(min(box[2], box[3])))
         crop = cv2.imread(str(ref.image), cv2.IMREAD_COLOR)
@@ -106,6 +108,7 @@ def _measure(alignments: Alignments, identity: IdentityModel, progress: bool) ->
         face.embedding = (np.asarray(stored, np.float32) if stored is not None
                           else identity.embed(cv2.cvtColor(crop, cv2.COLOR_BGR2RGB), crop_landmarks))
         faces.append(face)
+    bar.close()
     return faces
 
 

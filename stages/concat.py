@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Sequence
 
 import ffmpeg
-from tqdm import tqdm
+from stages.progress import progress_bar
 
 from pipeline.atomic import atomic_path
 from pipeline.errors import MediaError
@@ -166,8 +166,7 @@ def _run(args: list[str], out: Path, total: int, progress: bool) -> None:
     reader = threading.Thread(target=lambda: stderr_tail.extend(process.stderr), daemon=True)
     reader.start()
     try:
-        with tqdm(total=total or None, unit="frame", desc=f"concat {out.name}", disable=not progress,
-                  leave=False) as bar:
+        with progress_bar(total or None, f"concat {out.name}", "frame", progress) as bar:
             for line in process.stdout:
                 key, _, value = line.strip().partition("=")
                 if key == "frame" and value.isdigit():

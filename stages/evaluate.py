@@ -143,7 +143,9 @@ def evaluate(original: Path, swapped: Path, ref_original: Path, ref_donor: Path,
     write_text(reports / "report.html", render_html(summary, table, geo_table, au_table, images))
     summary.timings["total_s"] = round(time.perf_counter() - started, 3)
     write_json(reports / "summary.json", summary.as_json())
-    log.info("evaluate %s: %s", summary.name, verdict.text)
+    log.info("evaluate %s: %s", summary.name, verdict.level.upper())
+    for axis in verdict.axes:  # one line each: a log line stays short enough to read
+        log.info("  %s: %s", axis.name, axis.finding)
     return summary
 
 

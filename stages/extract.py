@@ -22,7 +22,6 @@ from typing import Any, Iterable, Iterator
 
 import cv2
 import numpy as np
-from tqdm import tqdm
 
 from models.alignment import crop_matrix, hull_mask, transform_points, warp_face
 from models.detectors import FaceBox, FaceDetector, make_detector
@@ -32,6 +31,7 @@ from pipeline.atomic import writable_folder, write_image, write_json
 from pipeline.config import ExtractConfig, as_plain
 from pipeline.runner import hash_input
 from stages.media import MediaInfo, iter_frames, probe
+from stages.progress import make_progress
 
 log = logging.getLogger("deid.extract")
 
@@ -77,8 +77,7 @@ def extract(input_path: Path, out_dir: Path, config: ExtractConfig, device: str 
     processed = 0
     last_checkpoint = time.monotonic()
     total = len(range(0, info.frames, config.every)) if info.frames else None
-    bar = tqdm(total=total, initial=len(frames), unit="frame", desc=f"extract {info.path.name}", disable=not progress,
-               dynamic_ncols=True)
+    bar = make_progress(total, f"extract {info.path.name}", "frame", progress, initial=len(frames))
     track = _Track()
     decoded = 0
     # Image encoding releases the GIL, so one writer thread overlaps PNG writes with detection.

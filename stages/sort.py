@@ -21,7 +21,7 @@ from typing import Literal
 
 import cv2
 import numpy as np
-from tqdm import tqdm
+from stages.progress import make_progress
 
 from models.alignment import transform_points
 from models.face_quality import focus_measure, head_pose, thumbnail
@@ -40,7 +40,9 @@ def sort_faces(extract_dir: Path, out_dir: Path, by: SortKey, progress: bool = T
     size, centering = alignments.extractor["size"], alignments.extractor["centering"]
     identity = IdentityModel() if by == "face" else None
     values = []
-    for ref in tqdm(faces, unit="face", desc=f"sort by {by}", disable=not progress, dynamic_ncols=True):
+    bar = make_progress(len(faces), f"sort by {by}", "face", progress)
+    for ref in faces:
+        bar.update(1)
         crop = cv2.imread(str(ref.image), cv2.IMREAD_COLOR)
         if by == "size":
             values.append(float(min(ref.record["box"][2:])))
@@ -55,6 +57,7 @@ def sort_faces(extract_dir: Path, out_dir: Path, by: SortKey, progress: bool = T
             stored = ref.record.get("identity")
             values.append(np.asarray(stored) if stored is not None else identity.embed(
                 cv2.cvtColor(crop, cv2.COLOR_BGR2RGB), transform_points(ref.landmarks, ref.matrix)))
+    bar.close()
     if by in ("face", "hist"):
         order, scores = _nearest_chain(np.stack(values)) if values else ([], [])
     else:

@@ -27,7 +27,10 @@ def test_demo_runs_every_stage_and_reruns_nothing(tmp_path, capsys):
             continue
         if key == "evaluate":
             summary = record["summary"]
-            assert summary["verdict"].startswith("identity")
+            # 20 iterations make a smear: hidden, but not the donor and not the expression, and never green.
+            verdict = summary["verdict"]
+            assert verdict["level"] != "ok", verdict
+            assert "not the donor" in verdict["text"] or "expression lost" in verdict["text"], verdict
             report = out / "runs" / "demo" / "evaluate" / "reports" / "report.html"
             assert report.is_file() and "AU" in report.read_text()
             continue
