@@ -5,6 +5,8 @@ import json
 import subprocess
 import sys
 
+import pytest
+
 from pipeline.cli import main
 
 
@@ -62,3 +64,14 @@ def test_console_script_help_lists_commands():
     result = subprocess.run([sys.executable, "-m", "pipeline.cli", "--help"], capture_output=True, text=True, check=True)
     for command in ("extract", "run", "demo", "batch", "ravdess", "bench"):
         assert command in result.stdout
+
+
+@pytest.mark.slow
+def test_the_300_iteration_demo_is_not_green(tmp_path, capsys):
+    """The demo's default model (300 iterations) is an oval smear: hidden, but neither the donor nor the
+    expression. Its verdict must say so, not show green."""
+    out = tmp_path / "demo"
+    assert main(["-q", "demo", "-o", str(out), "--device", "cpu"]) == 0
+    verdict = json.loads((out / "runs" / "demo" / "evaluate" / "reports" / "summary.json").read_text())["verdict"]
+    assert verdict["level"] != "ok", verdict
+    assert "not the donor" in verdict["text"] or "expression lost" in verdict["text"], verdict

@@ -186,3 +186,26 @@ def test_report_screenshot_offline(self_run, tmp_path):
                    capture_output=True)
     image = cv2.imread(str(shot))
     assert image is not None and image.std() > 5
+
+
+def test_the_donor_face_with_the_original_motion_is_green(data_dir, tmp_path):
+    """A swap that passes all three questions: the 'swapped' video is the donor's own face making exactly the
+    original's motion (the original clip itself, re-encoded), judged against a photo of another person as
+    the one to hide. Hidden, the donor, the expression: green."""
+    from tests.media_helpers import cut_clip
+
+    donor_clip = cut_clip(data_dir / "video" / "talking_2.mp4", tmp_path / "donor.mp4", 1.2, start=2.0, audio=False)
+    swapped = tmp_path / "swapped.mp4"
+    subprocess.run(["ffmpeg", "-nostdin", "-v", "error", "-y", "-i", str(donor_clip), "-c:v", "libx264", "-crf", "26",
+                    str(swapped)], check=True)
+    person_a = tmp_path / "person_a.jpg"
+    cv2.imwrite(str(person_a), cv2.cvtColor(next(iter_frames(probe(data_dir / "video" / "talking_1.mp4")))[1],
+                                            cv2.COLOR_RGB2BGR))
+    donor_photo = tmp_path / "donor.jpg"
+    cv2.imwrite(str(donor_photo), cv2.cvtColor(next(iter_frames(probe(data_dir / "video" / "talking_2.mp4")))[1],
+                                               cv2.COLOR_RGB2BGR))
+    s = evaluate(donor_clip, swapped, person_a, donor_photo, tmp_path / "ev", EvaluateConfig(frames=10, au="none"),
+                 progress=False)
+    assert s.verdict.level == "ok", s.verdict.text
+    assert [a.passed for a in s.verdict.axes] == [True, True, True]
+    assert s.verdict.text.startswith("identity hidden in 10/10 frames")
