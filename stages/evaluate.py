@@ -28,6 +28,7 @@ import numpy as np
 import pandas as pd
 
 from models.device import resolve_device
+from models.face_identity import FaceIdentity
 from pipeline.atomic import write_bytes, write_json, write_text
 from pipeline.errors import DeidError, MediaError
 from pipeline.version import deid_version, git_commit
@@ -35,7 +36,6 @@ from reports import au as au_mod
 from reports import plots
 from reports.au_source import AuSource
 from reports.evaluate_html import render_html
-from reports.faces import FaceAnalyser
 from reports.gallery import gallery_identification
 from reports.geometry import geometry_preservation, geometry_table
 from reports.identity import comparison_stats, donor_match, identity_frame_table, reidentification
@@ -79,7 +79,7 @@ def evaluate(original: Path, swapped: Path, ref_original: Path, ref_donor: Path,
     fps = info_s.fps or info_o.fps
 
     dev = resolve_device(device)
-    analyser = FaceAnalyser(dev, config.min_face_size, config.detect_side, config.detector)
+    analyser = FaceIdentity(dev, config.min_face_size, config.detect_side, config.detector)
     refs = {key: _reference(analyser, Path(path)) for key, path in (("original", ref_original), ("donor", ref_donor))}
     au = AuSource(config, str(dev))
     if config.au == "pyfeat" and not au.streaming:
@@ -149,7 +149,7 @@ def evaluate(original: Path, swapped: Path, ref_original: Path, ref_donor: Path,
     return summary
 
 
-def _reference(analyser: FaceAnalyser, path: Path) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def _reference(analyser: FaceIdentity, path: Path) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """(photo, landmarks, embedding) of a reference photo, or a one-line error."""
     if not path.is_file():
         raise DeidError(f"{path}: reference photo not found; check the path")
@@ -160,7 +160,7 @@ def _reference(analyser: FaceAnalyser, path: Path) -> tuple[np.ndarray, np.ndarr
     return image, landmarks, analyser.embed(image, landmarks)
 
 
-def _embed_photo(analyser: FaceAnalyser, path: Path) -> np.ndarray | None:
+def _embed_photo(analyser: FaceIdentity, path: Path) -> np.ndarray | None:
     try:
         image = read_image_rgb(path)
     except MediaError:
@@ -185,7 +185,7 @@ class _Analysis:
     decoded_swapped: int = 0
 
 
-def _analyse(info_o: MediaInfo, info_s: MediaInfo, indices: np.ndarray, analyser: FaceAnalyser, refs: dict,
+def _analyse(info_o: MediaInfo, info_s: MediaInfo, indices: np.ndarray, analyser: FaceIdentity, refs: dict,
              au: AuSource, config: EvaluateConfig, progress: bool) -> _Analysis:
     n = len(indices)
     faces = _Analysis([None] * n, [None] * n, np.full((n, 128), np.nan, np.float32),
@@ -234,7 +234,7 @@ def _paired_batches(info_o: MediaInfo, info_s: MediaInfo, indices: np.ndarray, s
 
 
 def _keep(faces: _Analysis, pos: int, frame_o: np.ndarray | None, frame_s: np.ndarray | None,
-          config: EvaluateConfig, analyser: FaceAnalyser, ref_original: np.ndarray) -> None:
+          config: EvaluateConfig, analyser: FaceIdentity, ref_original: np.ndarray) -> None:
     """The few frames the parrot attack and the report's picture need, chosen while the videos stream past."""
     lm_o = faces.landmarks_o[pos]
     if lm_o is None or frame_o is None or frame_s is None:

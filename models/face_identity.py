@@ -1,4 +1,7 @@
-"""The face in a frame, as evaluate sees it: the largest face's 68 landmarks and its 128-d identity embedding.
+"""Who is in a frame: the largest face's 68 landmarks and its 128-d face_recognition embedding.
+
+The one identity function of deid: evaluate scores with it, and the training monitor (identity.csv)
+measures its swaps with it, so the numbers a user watches during training are the report's numbers.
 
 Detection runs batched on a copy of the frames shrunk to `detect_side` px on their short side (720p ->
 360 px: detection cost falls with the square of the scale, and a face big enough to be recognised is
@@ -19,7 +22,7 @@ from models.landmarks import IdentityModel, LandmarkModel, Rect
 MTCNN_MIN_FACE = 12  # the smallest face MTCNN's first stage can see, px
 
 
-class FaceAnalyser:
+class FaceIdentity:
     def __init__(self, device: torch.device, min_face_size: int = 40, detect_side: int = 360,
                  detector: str = "mtcnn") -> None:
         self.device = device
@@ -62,6 +65,14 @@ class FaceAnalyser:
     def embed(self, frame: np.ndarray, landmarks: np.ndarray) -> np.ndarray:
         return self.identity.embed(frame, landmarks)
 
+    def embed_largest(self, frames: Sequence[np.ndarray]) -> np.ndarray:
+        """(n, 128) embeddings of each frame's largest face; NaN rows where no face is found."""
+        out = np.full((len(frames), 128), np.nan, np.float32)
+        for i, (frame, landmarks) in enumerate(zip(frames, self.largest_faces(frames))):
+            if landmarks is not None:
+                out[i] = self.embed(frame, landmarks)
+        return out
+
     def reference(self, image: np.ndarray) -> np.ndarray | None:
         """Landmarks of the largest face of a reference photo, searched at full size down to 20 px."""
         faces: list[FaceBox] = self._detector(20).detect([image])[0]
@@ -73,3 +84,4 @@ class FaceAnalyser:
 
 def _scaled(rect: Rect, factor: float) -> Rect:
     return Rect(rect.x * factor, rect.y * factor, rect.w * factor, rect.h * factor)
+
