@@ -563,7 +563,7 @@ _NETS: dict[tuple[str, str], DlibFaceNet] = {}
 
 
 @contextmanager
-def _full_fp32() -> Iterator[None]:
+def full_fp32() -> Iterator[None]:
     """cuDNN convolutions run in TF32 by default on Ampere and later GPUs: measured on an H200, that moves
     descriptors ~3.4e-4 (max 5e-4) from dlib's, against ~1e-6 in full float32."""
     saved = torch.backends.cudnn.allow_tf32
@@ -588,6 +588,6 @@ def embed(image: np.ndarray | torch.Tensor, landmarks_list: Sequence[np.ndarray]
         net = _NETS[key]
     device = next(net.parameters()).device
     chips = face_chips(image, landmarks_list, device)
-    with torch.no_grad(), _full_fp32():
+    with torch.no_grad(), full_fp32():
         out = [net(chips[i:i + batch_size]) for i in range(0, len(chips), batch_size)]
     return torch.cat(out).cpu().numpy() if out else np.zeros((0, 128), np.float32)

@@ -30,7 +30,7 @@ class FaceIdentity:
         self.detect_side = detect_side
         self.detector_name = detector
         self.landmarks = LandmarkModel()
-        self.identity = IdentityModel()
+        self.identity = IdentityModel(str(device))
         self._detectors: dict[int, FaceDetector] = {}
 
     def _detector(self, min_face: int) -> FaceDetector:
@@ -65,12 +65,16 @@ class FaceIdentity:
     def embed(self, frame: np.ndarray, landmarks: np.ndarray) -> np.ndarray:
         return self.identity.embed(frame, landmarks)
 
+    def embed_many(self, faces: Sequence[tuple[np.ndarray, np.ndarray]]) -> np.ndarray:
+        """(n, 128) embeddings of (frame, landmarks) pairs in one batch."""
+        return self.identity.embed_many(faces)
+
     def embed_largest(self, frames: Sequence[np.ndarray]) -> np.ndarray:
         """(n, 128) embeddings of each frame's largest face; NaN rows where no face is found."""
         out = np.full((len(frames), 128), np.nan, np.float32)
-        for i, (frame, landmarks) in enumerate(zip(frames, self.largest_faces(frames))):
-            if landmarks is not None:
-                out[i] = self.embed(frame, landmarks)
+        found = [(i, frame, lm) for i, (frame, lm) in enumerate(zip(frames, self.largest_faces(frames))) if lm is not None]
+        if found:
+            out[[i for i, _, _ in found]] = self.embed_many([(frame, lm) for _, frame, lm in found])
         return out
 
     def reference(self, image: np.ndarray) -> np.ndarray | None:

@@ -197,14 +197,15 @@ def _analyse(info_o: MediaInfo, info_s: MediaInfo, indices: np.ndarray, analyser
             present_s = [(p, i, fs) for p, i, _, fs in batch if fs is not None]
             faces.decoded_original += len(present_o)
             faces.decoded_swapped += len(present_s)
-            for (pos, _, frame), lm in zip(present_o, analyser.largest_faces([f for _, _, f in present_o])):
-                if lm is not None:
-                    faces.landmarks_o[pos] = lm
-                    faces.embeddings_o[pos] = analyser.embed(frame, lm)
-            for (pos, _, frame), lm in zip(present_s, analyser.largest_faces([f for _, _, f in present_s])):
-                if lm is not None:
-                    faces.landmarks_s[pos] = lm
-                    faces.embeddings_s[pos] = analyser.embed(frame, lm)
+            found = []  # (embeddings array, position, frame, landmarks): embedded below in one batch
+            for present, landmarks, embeddings in ((present_o, faces.landmarks_o, faces.embeddings_o),
+                                                   (present_s, faces.landmarks_s, faces.embeddings_s)):
+                for (pos, _, frame), lm in zip(present, analyser.largest_faces([f for _, _, f in present])):
+                    if lm is not None:
+                        landmarks[pos] = lm
+                        found.append((embeddings, pos, frame, lm))
+            for (embeddings, pos, _, _), vector in zip(found, analyser.embed_many([(f, lm) for _, _, f, lm in found])):
+                embeddings[pos] = vector
             for pos, _, fo, fs in batch:
                 _keep(faces, pos, fo, fs, config, analyser, ref_original)
             au.add("original", [(i, f) for _, i, f in present_o])

@@ -59,6 +59,7 @@ IDENTITY_HEADER = ["iteration", "a2b_to_a", "a2a_to_a", "a2b_to_b", "a2b_reident
 MATCH_THRESHOLD = 0.6     # face_recognition's "same person" distance
 PREVIEW_FACES = 4
 IDENTITY_FACES = 8
+IDENTITY_MIN_FACE = 20     # px: model outputs are small (64-256 px squares)
 MAX_NAN_RELOADS = 5       # in a row, before giving up: the run diverges, reloading will not help
 NORM_HISTORY = 100        # gradient norms whose median sets the clipping bound
 
@@ -140,6 +141,7 @@ class _Session:
     identity_reference: dict[str, np.ndarray] | None = None
     last_preview: Path | None = None
     last_identity: dict[str, float] | None = None
+    face_identity: Any = None  # models.face_identity.FaceIdentity, loaded at the first identity check
 
 
 def _open_session(model_dir: Path, config: TrainConfig, frozen: dict[str, Any], faces: dict[str, FaceSet],
@@ -396,15 +398,16 @@ def _preview(s: _Session) -> None:
 
 
 def _identity(s: _Session) -> None:
-    """Log how far A->B moved from A according to face_recognition (the study's de-identification metric)."""
-    import face_recognition  # loads dlib's models: only when the check runs
+    """Log how far A->B moved from A, measured by the function evaluate scores with (models.face_identity):
+    same detector, landmarks, alignment and recogniser, so identity.csv predicts the report."""
+    if s.face_identity is None:
+        from models.face_identity import FaceIdentity  # loads dlib's models: only when the check runs
+
+        s.face_identity = FaceIdentity(s.device, min_face_size=IDENTITY_MIN_FACE)
 
     def encode(images: torch.Tensor) -> np.ndarray:
         pixels = (images.permute(0, 2, 3, 1).cpu().numpy() * 255).round().astype(np.uint8)
-        size = pixels.shape[1]
-        # The face fills the square; give that box so the check does not depend on dlib's detector.
-        return np.array([face_recognition.face_encodings(np.ascontiguousarray(p), [(0, size, size, 0)])[0]
-                         for p in pixels])
+        return s.face_identity.embed_largest([np.ascontiguousarray(p) for p in pixels])
 
     a, a_out = _swaps(s, "a", IDENTITY_FACES)
     if s.identity_reference is None:
@@ -412,21 +415,30 @@ def _identity(s: _Session) -> None:
         s.identity_reference = {"a": encode(a.target), "b": encode(b.target)}
     ref = s.identity_reference
     a2b, a2a = encode(a_out["b"]), encode(a_out["a"])
+    # A face the detector cannot find (a smear) has no distance: NaN, left out of the means.
     to_a = np.linalg.norm(a2b - ref["a"], axis=1)
-    record = {"iteration": s.iteration, "a2b_to_a": float(to_a.mean()),
-              "a2a_to_a": float(np.linalg.norm(a2a - ref["a"], axis=1).mean()),
-              "a2b_to_b": float(np.linalg.norm(a2b[:, None] - ref["b"][None], axis=2).mean()),
-              "a2b_reidentified": float((to_a < MATCH_THRESHOLD).mean())}
-    record = {k: round(v, 4) if isinstance(v, float) else v for k, v in record.items()}
+    found = np.isfinite(to_a)
+    record = {"iteration": s.iteration, "a2b_to_a": _nanmean(to_a),
+              "a2a_to_a": _nanmean(np.linalg.norm(a2a - ref["a"], axis=1)),
+              "a2b_to_b": _nanmean(np.linalg.norm(a2b[:, None] - ref["b"][None], axis=2)),
+              "a2b_reidentified": float((to_a[found] < MATCH_THRESHOLD).mean()) if found.any() else float("nan")}
+    record = {k: (round(v, 4) if np.isfinite(v) else None) if isinstance(v, float) else v for k, v in record.items()}
     s.pending_identity.append([record[k] for k in IDENTITY_HEADER])
     s.last_identity = record
-    log.info("iteration %d: A->B is %.3f from A (A->A %.3f, control), %.3f from B; %.0f%% still recognised as A",
-             s.iteration, record["a2b_to_a"], record["a2a_to_a"], record["a2b_to_b"], 100 * record["a2b_reidentified"])
-    if record["a2b_reidentified"] > 0.5:
+    shown = {k: "n/a" if v is None else f"{v:.3f}" for k, v in record.items() if k != "iteration"}
+    log.info("iteration %d: A->B is %s from A (A->A %s, control), %s from B; share still recognised as A %s; "
+             "a face found in %d/%d A->B swaps", s.iteration, shown["a2b_to_a"], shown["a2a_to_a"], shown["a2b_to_b"],
+             shown["a2b_reidentified"], int(found.sum()), len(found))
+    if (record["a2b_reidentified"] or 0.0) > 0.5:
         # The failure the literature warns about: decoder B learning to pass A through (an identity mapping).
         log.warning("iteration %d: %.0f%% of A->B swaps are still recognised as A (distance < %.1f): the swap is not "
                     "hiding A; check that A_DIR and B_DIR hold different people, train longer, or give B more "
                     "varied faces", s.iteration, 100 * record["a2b_reidentified"], MATCH_THRESHOLD)
+
+
+def _nanmean(values: np.ndarray) -> float:
+    finite = np.asarray(values, float)[np.isfinite(values)]
+    return float(finite.mean()) if len(finite) else float("nan")
 
 
 # --- CSV logs ----------------------------------------------------------------------------------------------------
