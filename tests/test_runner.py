@@ -144,12 +144,12 @@ def source_copy(tmp_path) -> Path:
     return copy
 
 
-def code_stages(tmp_path: Path, root: Path) -> list[StageSpec]:
-    """extract -> clean (needs it), and an unrelated train, with workflow.py's module lists, from `root`."""
+def code_stages(tmp_path: Path, root: Path, stages: tuple = ()) -> list[StageSpec]:
+    """extract -> clean (needs it) with workflow.py's module lists, and an unrelated concat, from `root`."""
     specs = []
-    for key, code, needs in (("extract", ("stages.extract",), ()),
-                             ("clean", ("stages.clean", "stages.extract"), ("extract",)),
-                             ("train", ("stages.train",), ())):
+    for key, code, needs in stages or (("extract", ("stages.extract",), ()),
+                                       ("clean", ("stages.clean", "stages.extract"), ("extract",)),
+                                       ("concat", ("stages.concat",), ())):
         out = tmp_path / f"{key}.txt"
         specs.append(StageSpec(key=key, inputs={"source": tmp_path / "input.txt"}, params={}, outputs=[out],
                                run=lambda out=out: out.write_text("x") and {}, needs=needs, code=code,
@@ -169,29 +169,30 @@ def test_editing_a_stage_module_makes_it_and_its_dependents_stale(tmp_path, sour
     manifest = tmp_path / "manifest.json"
     specs = code_stages(tmp_path, source_copy)
     assert all(run_stage(spec, Manifest(manifest)).ran for spec in specs)
-    assert reasons(specs, manifest) == {"extract": None, "clean": None, "train": None}
+    assert reasons(specs, manifest) == {"extract": None, "clean": None, "concat": None}
 
     with open(source_copy / "stages" / "extract.py", "a") as handle:
         handle.write("\n# a bug fix\n")
     assert reasons(specs, manifest) == {"extract": "code changed: stages/extract.py",
-                                        "clean": "code changed: stages/extract.py", "train": None}
+                                        "clean": "code changed: stages/extract.py", "concat": None}
     outcome = run_stage(specs[0], Manifest(manifest))
     assert outcome.ran and outcome.reason == "code changed: stages/extract.py"
     assert reasons(specs, manifest)["extract"] is None
 
 
 def test_a_module_a_stage_imports_counts_as_its_code(tmp_path, source_copy):
-    """The fingerprint follows in-repo imports: extract uses the MTCNN detector, train does not."""
+    """The fingerprint follows in-repo imports at any depth, inside functions and relative ones too."""
+    (source_copy / "stages" / "probe.py").write_text("def run():\n    from models import probe_helper\n")
+    (source_copy / "models" / "probe_helper.py").write_text("from .probe_deep import SCALE\n")
+    (source_copy / "models" / "probe_deep.py").write_text("from pipeline.errors import DeidError\nSCALE = 1\n")
     (tmp_path / "input.txt").write_text("a")
     manifest = tmp_path / "manifest.json"
-    specs = code_stages(tmp_path, source_copy)
+    specs = code_stages(tmp_path, source_copy, (("probe", ("stages.probe",), ()), ("concat", ("stages.concat",), ())))
     for spec in specs:
         run_stage(spec, Manifest(manifest))
-    mtcnn = source_copy / "models" / "mtcnn.py"
-    mtcnn.write_text(mtcnn.read_text() + "\nTHRESHOLD_CHANGED = 1\n")
+    (source_copy / "models" / "probe_deep.py").write_text("from pipeline.errors import DeidError\nSCALE = 2\n")
     (source_copy / "pipeline" / "errors.py").write_text("# messages only: no stage's output depends on it\n")
-    assert reasons(specs, manifest) == {"extract": "code changed: models/mtcnn.py",
-                                        "clean": "code changed: models/mtcnn.py", "train": None}
+    assert reasons(specs, manifest) == {"probe": "code changed: models/probe_deep.py", "concat": None}
 
 
 def test_a_record_from_before_fingerprints_counts_as_code_changed(tmp_path):
