@@ -34,7 +34,7 @@ def test_parser_defaults_and_quick_commands(tmp_path):
     assert train[train.index("--iterations") + 1] == "2" and train[train.index("--warmup") + 1] == "1"
     assert train[train.index("--families") + 1] == "original" and train[train.index("--device") + 1] == "cpu"
     evaluate = bench_all.part_command("evaluate", tmp_path / "e.json", "cpu", True, ["original"], ["--frames", "9"])
-    assert "--device" not in evaluate and evaluate[-2:] == ["--frames", "9"]  # extra options come last and win
+    assert "--device" in evaluate and evaluate[-2:] == ["--frames", "9"]  # extra options come last and win
 
 
 def test_bad_part_name_is_a_usage_error(tmp_path, capsys):
@@ -65,7 +65,7 @@ def test_quick_bench_records_numbers_and_a_failing_part(tmp_path, capsys):
     assert set(result["parts"]) == {"extract", "convert", "evaluate"}
     assert summary["extract_fps"] == result["parts"]["extract"]["ours_default"]["frames_per_second"]
     assert result["parts"]["extract"]["ours_default"]["frames"] == 48
-    assert result["parts"]["evaluate"]["identity_pass"]["frames"] == 8  # 4 sampled frames in each of the 2 videos
+    assert result["parts"]["evaluate"]["identity_pass"]["4"]["frames_sampled"] == 4  # of each of the 2 videos
 
     failed = result["parts"]["convert"]
     assert failed["returncode"] != 0 and "nonsense" in failed["error"]
