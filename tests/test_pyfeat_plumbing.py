@@ -39,7 +39,8 @@ def _pyfeat_version() -> str | None:
 
 _VERSION = _pyfeat_version()
 pytestmark = [
-    pytest.mark.skipif(_VERSION is None, reason="py-feat is not installed (pip install -e '.[pyfeat]'); "
+    pytest.mark.skipif(_VERSION is None, reason="py-feat is not installed (install.sh installs it; by hand: "
+                                                "pip install -e '.[pyfeat]' && pip install --no-deps py-feat==2.1.5); "
                                                 "the AU plumbing test needs the real package"),
     pytest.mark.skipif(_VERSION is not None and not _VERSION.startswith("2."),
                        reason=f"py-feat {_VERSION}: reports/pyfeat_au.py targets py-feat 2.x"),
@@ -184,8 +185,15 @@ def test_detector_is_built_offline_from_the_model_folder(loaded, weights):
     assert Path(feat.utils.io.get_resource_path()) != weights
 
 
-def test_missing_weights_give_a_one_line_reason(tmp_path, detector):
+def test_missing_weights_or_bad_device_give_a_one_line_reason(tmp_path, weights, detector):
+    import torch
     from reports.pyfeat_au import load_detector
+
+    none, reason = load_detector(weights, device="tpu")
+    assert none is None and "not a torch device" in reason
+    if not torch.cuda.is_available():
+        none, reason = load_detector(weights, device="cuda")
+        assert none is None and "no CUDA device" in reason
 
     none, reason = load_detector(tmp_path / "absent")
     assert none is None and "does not exist" in reason
