@@ -7,12 +7,13 @@ boxes): MTCNN boxes are taller and sit lower, and feeding them unchanged shifts 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Protocol, Sequence
+from typing import Callable, Protocol, Sequence
 
 import numpy as np
 import torch
 
 from models.landmarks import Rect
+from pipeline.plugins import Registry
 
 
 @dataclass(frozen=True)
@@ -88,9 +89,21 @@ MTCNN_TO_DLIB_SCALE = 1.10
 MTCNN_TO_DLIB_SHIFT = 0.044
 
 
+DetectorFactory = Callable[[torch.device, int], FaceDetector]
+# Extraction detectors, by name: a plugin is a factory (device, min_face_px) -> FaceDetector registered
+# with `@DETECTORS.register("name")` in a module of its own (or named in $DEID_PLUGINS).
+DETECTORS: Registry[DetectorFactory] = Registry("detector", ["models.detectors"])
+
+
+@DETECTORS.register("mtcnn")
+def _mtcnn(device: torch.device, min_face_size: int) -> FaceDetector:
+    return MtcnnDetector(device, min_face_size)
+
+
+@DETECTORS.register("hog")
+def _hog(device: torch.device, min_face_size: int) -> FaceDetector:
+    return HogDetector(min_face_size)
+
+
 def make_detector(name: str, device: torch.device, min_face_size: int) -> FaceDetector:
-    if name == "mtcnn":
-        return MtcnnDetector(device, min_face_size)
-    if name == "hog":
-        return HogDetector(min_face_size)
-    raise ValueError(f"unknown detector {name!r}")
+    return DETECTORS.get(name, "extract.detector")(device, min_face_size)

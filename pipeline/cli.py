@@ -20,7 +20,9 @@ def _extract_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("input", type=Path, help="a video file or a folder of images")
     parser.add_argument("-o", "--output", type=Path, required=True, help="output folder")
     parser.add_argument("--every", type=int, default=1, help="process every N-th frame (default 1)")
-    parser.add_argument("--detector", choices=("mtcnn", "hog"), default="mtcnn")
+    from models.detectors import DETECTORS
+
+    parser.add_argument("--detector", choices=DETECTORS.names(), default="mtcnn")
     parser.add_argument("--size", type=int, default=256, help="aligned crop size in px (default 256)")
     parser.add_argument("--centering", choices=("head", "face", "legacy"), default="head")
     parser.add_argument("--device", default="auto", help="auto | cpu | cuda (default auto)")
@@ -72,7 +74,9 @@ def _protect_args(parser: argparse.ArgumentParser, method: bool = True) -> None:
 
     defaults = ProtectConfig()
     if method:
-        parser.add_argument("--method", choices=("mask", "blur", "pixelate"), default=defaults.method,
+        from stages.obfuscation import OBFUSCATIONS
+
+        parser.add_argument("--method", choices=OBFUSCATIONS.names(), default=defaults.method,
                             help="how faces are hidden (default mask: a solid fill; blur and pixelate are defeated by "
                                  "the parrot attack)")
     parser.add_argument("--search", choices=search_names(), default=defaults.search,
@@ -126,10 +130,13 @@ def build_parser() -> argparse.ArgumentParser:
     convert.add_argument("--faces", type=Path, required=True, help="extract or clean folder of THIS video (every frame)")
     convert.add_argument("--model", type=Path, required=True, help="trained model folder")
     convert.add_argument("-o", "--output", type=Path, required=True, help="output .mp4")
-    convert.add_argument("--fallback", choices=("black", "blur", "pixelate", "none"), default="black",
+    from stages.colour import COLOURS
+    from stages.obfuscation import OBFUSCATIONS
+
+    convert.add_argument("--fallback", choices=OBFUSCATIONS.names() + ("none",), default="black",
                          help="hiding of faces that cannot be swapped (default black: a solid fill; blur and pixelate "
                               "are defeated by the parrot attack; none leaves them in clear and the leak check fails)")
-    convert.add_argument("--color", choices=("avg", "transfer", "hist", "seamless", "none"), default="avg")
+    convert.add_argument("--color", choices=COLOURS.names(), default="avg")
     convert.add_argument("--mask", choices=("extended", "components", "learned"), default="extended")
     convert.add_argument("--max-gap", type=int, default=5, help="interpolate the track over gaps up to N frames")
     convert.add_argument("--crf", type=int, default=18)

@@ -24,14 +24,13 @@ from stages.protect_config import ProtectConfig
 from stages.train_config import TrainConfig
 
 Device = Literal["auto", "cpu", "cuda"]
-DetectorName = Literal["mtcnn", "hog"]
 Centering = Literal["head", "face", "legacy"]
 MaskName = Literal["components", "extended"]
 
 
 @dataclass(frozen=True)
 class ExtractConfig:
-    detector: DetectorName = "mtcnn"
+    detector: str = "mtcnn"  # a registered detector (models/detectors.py DETECTORS)
     size: int = 256
     centering: Centering = "head"
     every: int = 1
@@ -45,6 +44,9 @@ class ExtractConfig:
     save_frames: bool = False
 
     def __post_init__(self) -> None:
+        from models.detectors import DETECTORS
+
+        DETECTORS.get(self.detector, "extract.detector")
         _check_range("extract.size", self.size, 32, 2048)
         _check_range("extract.every", self.every, 1, 100000)
         _check_range("extract.detect_every", self.detect_every, 1, 1000)
@@ -83,16 +85,14 @@ class CleanConfig:
                 raise ConfigError(f"clean.{key} must be >= 0, got {getattr(self, key)}")
 
 
-FallbackName = Literal["blur", "pixelate", "black", "none"]
-ColorName = Literal["avg", "transfer", "hist", "seamless", "none"]
 ConvertMask = Literal["extended", "components", "learned"]
 SmoothingName = Literal["one-euro", "none"]
 
 
 @dataclass(frozen=True)
 class ConvertConfig:
-    fallback: FallbackName = "black"
-    color: ColorName = "avg"
+    fallback: str = "black"  # a registered obfuscation (stages/obfuscation/), or none
+    color: str = "avg"       # a registered colour correction (stages/colour/)
     mask: ConvertMask = "extended"
     mask_erosion: float = 0.03
     mask_blur: float = 0.025
@@ -105,6 +105,12 @@ class ConvertConfig:
     save_frames: bool = False
 
     def __post_init__(self) -> None:
+        from stages.colour import COLOURS
+        from stages.obfuscation import OBFUSCATIONS
+
+        if self.fallback != "none":
+            OBFUSCATIONS.get(self.fallback, "convert.fallback")
+        COLOURS.get(self.color, "convert.color")
         _check_range("convert.crf", self.crf, 0, 51)
         _check_range("convert.batch_size", self.batch_size, 1, 4096)
         _check_range("convert.max_gap", self.max_gap, 0, 10000)

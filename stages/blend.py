@@ -5,12 +5,10 @@ the frame, and pixels outside the mask are never touched.
 """
 from __future__ import annotations
 
-from typing import Literal
-
 import cv2
 import numpy as np
 
-ColorMode = Literal["avg", "transfer", "hist", "seamless", "none"]
+from stages.colour import COLOURS
 
 
 def soften_mask(mask: np.ndarray, erosion: float, blur: float) -> np.ndarray:
@@ -29,10 +27,11 @@ def soften_mask(mask: np.ndarray, erosion: float, blur: float) -> np.ndarray:
 
 
 def paste(frame: np.ndarray, face: np.ndarray, mask: np.ndarray, matrix: np.ndarray,
-          color: ColorMode = "avg") -> np.ndarray:
+          color: str = "avg") -> np.ndarray:
     """Blend `face` (RGB uint8, model output space) into `frame` in place and return it.
 
-    `matrix` maps frame pixels to face pixels; `mask` is float 0..1 in face space.
+    `matrix` maps frame pixels to face pixels; `mask` is float 0..1 in face space; `color` is a
+    registered colour correction (stages/colour/).
     """
     height, width = frame.shape[:2]
     inverse = cv2.invertAffineTransform(np.asarray(matrix, np.float64))
@@ -54,57 +53,7 @@ def paste(frame: np.ndarray, face: np.ndarray, mask: np.ndarray, matrix: np.ndar
     inside = alpha > 0.5
     if not inside.any():
         return frame
-    if color == "seamless":
-        blended = _seamless(roi, warped, inside)
-        if blended is not None:
-            warped = blended
-    elif color != "none":
-        warped = correct_colour(warped, roi, inside, color)
+    warped = COLOURS.get(color, "convert.color")().process(warped, roi, inside)
     a = alpha[..., None]
     frame[y0:y1, x0:x1] = np.clip(warped * a + roi * (1.0 - a), 0, 255).astype(np.uint8)
     return frame
-
-
-def correct_colour(face: np.ndarray, target: np.ndarray, inside: np.ndarray, mode: ColorMode) -> np.ndarray:
-    """Match the swapped face's colours to the original's, measured inside the mask."""
-    if mode == "avg":
-        shift = target[inside].astype(np.float32).mean(0) - face[inside].astype(np.float32).mean(0)
-        return np.clip(face.astype(np.float32) + shift, 0, 255).astype(np.uint8)
-    if mode == "transfer":  # Reinhard et al. 2001: mean and spread per LAB channel
-        src = cv2.cvtColor(face, cv2.COLOR_RGB2LAB).astype(np.float32)
-        ref = cv2.cvtColor(target, cv2.COLOR_RGB2LAB).astype(np.float32)
-        s_mean, s_std = src[inside].mean(0), src[inside].std(0) + 1e-6
-        r_mean, r_std = ref[inside].mean(0), ref[inside].std(0) + 1e-6
-        out = (src - s_mean) * (r_std / s_std) + r_mean
-        return cv2.cvtColor(np.clip(out, 0, 255).astype(np.uint8), cv2.COLOR_LAB2RGB)
-    if mode == "hist":
-        out = face.copy()
-        for c in range(3):
-            out[..., c] = _match_channel(face[..., c], face[..., c][inside], target[..., c][inside])
-        return out
-    raise ValueError(f"unknown colour mode {mode!r}")
-
-
-def _match_channel(channel: np.ndarray, source: np.ndarray, reference: np.ndarray) -> np.ndarray:
-    src_cdf = np.cumsum(np.bincount(source, minlength=256)).astype(np.float64)
-    ref_cdf = np.cumsum(np.bincount(reference, minlength=256)).astype(np.float64)
-    src_cdf /= src_cdf[-1]
-    ref_cdf /= ref_cdf[-1]
-    lookup = np.interp(src_cdf, ref_cdf, np.arange(256)).astype(np.uint8)
-    return lookup[channel]
-
-
-def _seamless(roi: np.ndarray, face: np.ndarray, inside: np.ndarray) -> np.ndarray | None:
-    """Poisson blending (cv2.seamlessClone); None when the mask touches the ROI border (OpenCV refuses)."""
-    mask = inside.astype(np.uint8) * 255
-    mask[0, :] = mask[-1, :] = mask[:, 0] = mask[:, -1] = 0
-    ys, xs = np.nonzero(mask)
-    if len(xs) == 0:
-        return None
-    centre = (int((xs.min() + xs.max()) // 2), int((ys.min() + ys.max()) // 2))
-    try:
-        cloned = cv2.seamlessClone(np.ascontiguousarray(face), np.ascontiguousarray(roi), mask, centre,
-                                   cv2.NORMAL_CLONE)
-    except cv2.error:
-        return None
-    return cloned

@@ -52,7 +52,7 @@ from stages.blend import paste, soften_mask
 from stages.guard import Region, box_inside, drop_matching, hold, scan
 from stages.leak_check import LeakReport, check_output
 from stages.media import MediaInfo, iter_frames, probe
-from stages.obfuscate import box_hull, box_region, face_region_mask, obfuscate
+from stages.obfuscate import box_hull, box_region, face_region_mask, is_solid, obfuscate
 from stages.progress import progress_bar
 from stages.protect_config import ProtectConfig
 from stages.protect import warn_if_weak
@@ -160,7 +160,7 @@ def convert(video: Path, faces_dir: Path, model_dir: Path, out_path: Path, confi
             raise DeidError(f"{video}: decoded {writer.frames} frames but the alignments list {len(plans)}; "
                             "re-extract this video")
     solid = None
-    if config.fallback == "black":
+    if is_solid(config.fallback):
         def solid(index: int, shape: tuple[int, int]) -> np.ndarray:
             return _fill_mask(shape, plans[index], protect)
     report = check_output(written, info, protect, dev, progress, swapped_at=swapped_at, solid=solid,

@@ -43,7 +43,9 @@ class EvaluateConfig:
         _int("batch_size", self.batch_size, 1, 1024)
         _int("max_reid_times", self.max_reid_times, 0, 10**6)
         _int("detect_side", self.detect_side, 64, 8192)
-        _choice("detector", self.detector, ("mtcnn", "hog"))
+        from models.detectors import DETECTORS
+
+        DETECTORS.get(self.detector, "evaluate.detector")
         for key, low, high in (("donor_share", 0.0, 1.0), ("expression_pcc", -1.0, 1.0), ("pose_mae", 0.0, 180.0)):
             value = getattr(self, key)
             if isinstance(value, bool) or not isinstance(value, (int, float)) or not low <= float(value) <= high:

@@ -7,13 +7,20 @@ re-identifies them.
 """
 from __future__ import annotations
 
-from typing import Literal
-
 import cv2
 import numpy as np
 
-Method = Literal["blur", "pixelate", "black", "mask"]
-METHODS: tuple[str, ...] = ("mask", "black", "blur", "pixelate")  # black is convert's historic name for mask
+from stages.obfuscation import OBFUSCATIONS
+
+
+def is_solid(method: str) -> bool:
+    """Does `method` leave nothing of the face (a fill the leak check may treat as empty)?"""
+    return method != "none" and bool(OBFUSCATIONS.get(method).solid)
+
+
+def is_weak(method: str) -> bool:
+    """Is `method` a low-pass that the parrot attack defeats?"""
+    return method != "none" and bool(OBFUSCATIONS.get(method).weak)
 
 
 def box_region(shape: tuple[int, int], box: np.ndarray, grow: float) -> np.ndarray:
@@ -44,20 +51,9 @@ def box_hull(box: tuple[float, float, float, float], grow_top: float = 0.3) -> n
     return np.array([[x, y - grow_top * h], [x + w, y - grow_top * h], [x + w, y + h], [x, y + h]], np.float64)
 
 
-def obfuscate(frame: np.ndarray, mask: np.ndarray, method: Method, face_size: float) -> np.ndarray:
-    """Return a copy of `frame` (RGB) with the masked region obfuscated."""
-    if method == "black" or method == "mask":
-        replaced = np.zeros_like(frame)
-    elif method == "pixelate":
-        block = max(4, int(face_size / 6))  # ~6 blocks across the face: no eyes, nose or mouth survive
-        small = cv2.resize(frame, (max(1, frame.shape[1] // block), max(1, frame.shape[0] // block)),
-                           interpolation=cv2.INTER_AREA)
-        replaced = cv2.resize(small, (frame.shape[1], frame.shape[0]), interpolation=cv2.INTER_NEAREST)
-    elif method == "blur":
-        sigma = max(3.0, face_size / 6.0)
-        replaced = cv2.GaussianBlur(frame, (0, 0), sigma)
-    else:
-        raise ValueError(f"unknown obfuscation {method!r}")
+def obfuscate(frame: np.ndarray, mask: np.ndarray, method: str, face_size: float) -> np.ndarray:
+    """Return a copy of `frame` (RGB) with the masked region obfuscated by a registered method."""
+    replaced = OBFUSCATIONS.get(method)().process(frame, face_size)
     alpha = (cv2.GaussianBlur(mask, (0, 0), max(1.0, face_size / 40.0)).astype(np.float32) / 255.0)[..., None]
     alpha = np.maximum(alpha, (mask > 0)[..., None].astype(np.float32))  # feather outwards, never inwards
     return (replaced * alpha + frame * (1.0 - alpha)).astype(np.uint8)

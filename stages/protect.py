@@ -26,9 +26,9 @@ from pipeline.errors import DeidError
 from stages.guard import Region, hold, scan
 from stages.leak_check import LeakReport, check_output
 from stages.media import MediaInfo, iter_frames, probe
-from stages.obfuscate import box_region, face_region_mask, obfuscate
+from stages.obfuscate import box_region, face_region_mask, is_solid, is_weak, obfuscate
 from stages.progress import progress_bar
-from stages.protect_config import WEAK_METHODS, ProtectConfig
+from stages.protect_config import ProtectConfig
 from stages.publish import frames_csv_path, publish, raise_if_leaky, unchecked_path
 from stages.video_writer import VideoWriter
 
@@ -44,7 +44,7 @@ class Hull:
 
 
 def warn_if_weak(method: str, what: str) -> None:
-    if method in WEAK_METHODS:
+    if is_weak(method):
         log.warning("WARNING: %s %s only low-passes faces: deid evaluate's parrot attack (a reference photo "
                     "degraded the same way) re-identifies %s faces; use mask for protection", what, method, method)
 
@@ -69,7 +69,7 @@ def protect_video(video: Path, out_path: Path, config: ProtectConfig, device: st
     written = unchecked_path(out_path)
     rows = _write(info, written, regions, known, config, crf, progress)
     solid = None
-    if config.method in ("mask", "black"):
+    if is_solid(config.method):
         def solid(index: int, shape: tuple[int, int]) -> np.ndarray:
             hulls = known[index] if known is not None and index < len(known) else []
             return fill_mask(shape, regions[index] if index < len(regions) else [], hulls, config)
@@ -135,7 +135,7 @@ def hide(frame: np.ndarray, regions: Sequence[Region], hulls: Sequence[Hull], co
     """The frame with every region and hull obfuscated by `method` (default: config.method)."""
     method = method or config.method
     out = frame
-    if method in ("mask", "black") and (regions or hulls):
+    if is_solid(method) and (regions or hulls):
         # A solid fill does not depend on the face's size: one union mask, one pass over the frame.
         sizes = [float(max(r.box[2] - r.box[0], r.box[3] - r.box[1])) for r in regions] + [h.size for h in hulls]
         return np.ascontiguousarray(obfuscate(out, fill_mask(frame.shape[:2], regions, hulls, config), method,

@@ -14,10 +14,6 @@ from typing import Literal
 from pipeline.errors import ConfigError
 
 Audio = Literal["keep", "drop"]
-# Obfuscations that keep nothing of the face to recognise; blur and pixelate low-pass it, which deid's
-# own parrot attack (a reference photo degraded the same way) re-identifies in every frame.
-PARROT_RESISTANT = ("mask", "black")
-WEAK_METHODS = ("blur", "pixelate")
 
 
 @dataclass(frozen=True)
@@ -36,11 +32,9 @@ class ProtectConfig:
 
     def __post_init__(self) -> None:
         from models.search import names
-        from stages.obfuscate import METHODS
+        from stages.obfuscation import OBFUSCATIONS
 
-        if self.method not in METHODS or self.method == "none":
-            raise ConfigError(f"protect.method must be one of {', '.join(m for m in METHODS if m != 'none')}; "
-                              f"got {self.method!r}")
+        OBFUSCATIONS.get(self.method, "protect.method")
         for key in ("search", "checker"):
             if getattr(self, key) not in names():
                 raise ConfigError(f"protect.{key} must be one of {', '.join(names())}; got {getattr(self, key)!r}")

@@ -1,0 +1,23 @@
+"""Colour corrections: how a swapped face's colours are matched to the frame it is pasted into.
+
+Each correction is one module here: a class registered with `@COLOURS.register("name")` whose
+`process(face, frame_region, inside)` gets the warped face and the frame's pixels under it (RGB uint8,
+the same size) and the boolean mask of the face, and returns the corrected face. `convert.color` /
+`deid convert --color` choices are the registered names.
+"""
+from __future__ import annotations
+
+from typing import Protocol
+
+import numpy as np
+
+from pipeline.plugins import Registry
+
+
+class ColourCorrection(Protocol):
+    def process(self, face: np.ndarray, frame_region: np.ndarray, inside: np.ndarray) -> np.ndarray:
+        """The face (RGB uint8) with colours matched to `frame_region` inside `inside`."""
+
+
+COLOURS: Registry[type[ColourCorrection]] = Registry(
+    "colour correction", [f"stages.colour.{name}" for name in ("avg", "transfer", "hist", "seamless", "none")])

@@ -1,0 +1,131 @@
+"""Plugins: a colour correction, a detector and an obfuscation method, each in one throwaway file outside
+the repository, run through `deid convert` / `deid extract` / `deid protect` from the command line.
+
+Nothing of deid is edited: the files are found through $DEID_PLUGINS (module names) and PYTHONPATH, as
+the README's "Adding a plugin" section says.
+"""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from stages.media import iter_frames, probe
+from tests.media_helpers import cut_clip
+
+ROOT = Path(__file__).resolve().parents[1]
+
+COLOUR = '''
+import numpy as np
+from stages.colour import COLOURS
+
+@COLOURS.register("test-grey")
+class Grey:
+    """Throwaway: the swapped face in flat mid-grey, so the test can see it was used."""
+    def process(self, face, frame_region, inside):
+        return np.full_like(face, 128)
+'''
+
+DETECTOR = '''
+import os
+from models.detectors import DETECTORS, MtcnnDetector
+
+@DETECTORS.register("test-counting")
+def counting(device, min_face_size):
+    """Throwaway: MTCNN that leaves a mark for each batch it sees."""
+    inner = MtcnnDetector(device, min_face_size)
+
+    class Counting:
+        name = "test-counting"
+        def detect(self, images):
+            with open(os.environ["TEST_DETECTOR_LOG"], "a") as log:
+                log.write(f"{len(images)}\\n")
+            return inner.detect(images)
+        def landmark_rect(self, face):
+            return inner.landmark_rect(face)
+    return Counting()
+'''
+
+OBFUSCATION = '''
+import numpy as np
+from stages.obfuscation import OBFUSCATIONS
+
+@OBFUSCATIONS.register("test-white")
+class White:
+    """Throwaway: a solid white fill."""
+    solid = True
+    weak = False
+    def process(self, frame, face_size):
+        return np.full_like(frame, 255)
+'''
+
+
+@pytest.fixture(scope="module")
+def plugin_env(tmp_path_factory) -> dict[str, str]:
+    folder = tmp_path_factory.mktemp("plugins")
+    for name, text in (("my_colour", COLOUR), ("my_detector", DETECTOR), ("my_obfuscation", OBFUSCATION)):
+        (folder / f"{name}.py").write_text(text)
+    return {**os.environ, "DEID_PLUGINS": "my_colour,my_detector,my_obfuscation",
+            "PYTHONPATH": os.pathsep.join([str(folder), str(ROOT)])}
+
+
+@pytest.fixture(scope="module")
+def clip(tmp_path_factory, data_dir) -> Path:
+    return cut_clip(data_dir / "video" / "talking_1.mp4", tmp_path_factory.mktemp("clip") / "clip.mp4", 0.6)
+
+
+def _deid(env: dict[str, str], *args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "pipeline.cli", "-q", *args], env=env, capture_output=True, text=True,
+                          cwd=ROOT, timeout=600)
+
+
+def test_plugin_names_reach_the_cli_choices(plugin_env):
+    help_text = _deid(plugin_env, "convert", "--help").stdout
+    assert "test-grey" in help_text and "test-white" in help_text
+    assert "test-counting" in _deid(plugin_env, "extract", "--help").stdout
+    # Without the variable the names are unknown: one line naming the choices.
+    plain = {k: v for k, v in plugin_env.items() if k != "DEID_PLUGINS"}
+    result = _deid(plain, "protect", "x.mp4", "-o", "out", "--method", "test-white")
+    assert result.returncode == 2 and "invalid choice: 'test-white'" in result.stderr
+
+
+def test_a_detector_plugin_runs_through_extract(plugin_env, clip, tmp_path):
+    log = tmp_path / "calls.txt"
+    env = {**plugin_env, "TEST_DETECTOR_LOG": str(log)}
+    out = tmp_path / "faces"
+    result = _deid(env, "extract", str(clip), "-o", str(out), "--detector", "test-counting", "--device", "cpu")
+    assert result.returncode == 0, result.stderr
+    alignments = json.loads((out / "alignments.json").read_text())
+    assert alignments["extractor"]["detector"] == "test-counting"
+    assert sum(len(faces) for faces in alignments["frames"].values()) >= probe(clip).frames - 1
+    assert sum(int(n) for n in log.read_text().split()) == probe(clip).frames
+
+
+def test_an_obfuscation_plugin_runs_through_protect(plugin_env, clip, tmp_path):
+    out = tmp_path / "protected"
+    result = _deid(plugin_env, "protect", str(clip), "-o", str(out), "--method", "test-white", "--device", "cpu")
+    assert result.returncode == 0, result.stderr
+    frame = next(iter_frames(probe(out / "clip.mp4")))[1]
+    original = next(iter_frames(probe(clip)))[1]
+    assert (frame.min(axis=2) > 245).mean() > (original.min(axis=2) > 245).mean() + 0.02  # a white face region
+
+
+def test_a_colour_plugin_runs_through_convert(plugin_env, clip, tiny_model, tmp_path):
+    from pipeline.config import ExtractConfig
+    from stages.extract import extract
+
+    faces = tmp_path / "faces"
+    extract(clip, faces, ExtractConfig(), device="cpu", progress=False)
+    out = tmp_path / "grey.mp4"
+    result = _deid(plugin_env, "convert", str(clip), "--faces", str(faces), "--model", str(tiny_model), "-o", str(out),
+                   "--color", "test-grey", "--fallback", "test-white", "--min-face", "40", "--device", "cpu",
+                   "--allow-leaks")
+    assert result.returncode == 0, result.stderr
+    frames = [f for _, f in iter_frames(probe(out))]
+    grey = [np.mean(np.all(np.abs(f.astype(int) - 128) <= 3, axis=2)) for f in frames]
+    assert np.mean(grey) > 0.02, grey  # the swapped face arrives as flat grey
