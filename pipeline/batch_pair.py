@@ -1,6 +1,6 @@
 """One pair of a batch: run its stages in order, in this process, and say how it went.
 
-Used by the local executor's worker processes (`python -m pipeline.batch_pair JOB.json`). The pair's
+Used by the local executor's worker processes (`main` on a JOB.json; executor_local.worker_command). The pair's
 folder is locked for the run, so two batches over the same RUNS_DIR cannot write one pair at once.
 Training and conversion hold a GPU slot (a lock file per GPU under RUNS_DIR/.locks/), so pairs running
 side by side take turns on each GPU instead of running out of its memory; extraction, cleaning and
@@ -151,7 +151,7 @@ def write_status(result: PairResult, pair_root: Path) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Worker entry point: `python -m pipeline.batch_pair JOB.json` (written by the local executor)."""
+    """Worker entry point, on a JOB.json written by the local executor (see executor_local.worker_command)."""
     argv = sys.argv[1:] if argv is None else argv
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s", datefmt="%H:%M:%S")
     job = json.loads(Path(argv[0]).read_text(encoding="utf-8"))

@@ -1,9 +1,14 @@
 """`deid batch --executor local`: pairs in parallel worker processes on this machine.
 
-Each pair runs in its own process (`python -m pipeline.batch_pair`), its output in RUNS_DIR/<pair>/batch.log,
+Each pair runs in its own process (pipeline.batch_pair's main), its output in RUNS_DIR/<pair>/batch.log,
 so a pair that crashes the interpreter (out of memory, a native library fault) fails alone with its exit
 status and the others go on. Workers are told to die with the batch (Linux PR_SET_PDEATHSIG): a killed
 batch leaves no orphan writing into RUNS_DIR, and training saves its checkpoint on the SIGTERM.
+
+A worker imports deid from the folder this process runs it from, never from the current directory: it is
+not started with `python -m` (which puts the working directory first on sys.path, so a `pipeline/` or
+`models/` folder where the user starts the batch would replace deid's code) but with `-c` code that drops
+the working directory from sys.path and puts deid's own root first when it is not on the path already.
 """
 from __future__ import annotations
 
@@ -25,6 +30,23 @@ from pipeline.config import PipelineConfig, as_plain
 log = logging.getLogger("deid.batch")
 
 _PR_SET_PDEATHSIG = 1
+# The folder that holds deid's packages (pipeline/, stages/, models/, ...), as this process imported them.
+DEID_ROOT = Path(__file__).resolve().parents[1]
+
+
+def worker_command(job: Path) -> list[str]:
+    """The worker's command line: pipeline.batch_pair's main on JOB, with deid's code from DEID_ROOT (or from
+    wherever this interpreter's path finds it: an installed deid) and nothing from the working directory."""
+    boot = ("import sys\n"
+            f"root = {str(DEID_ROOT)!r}\n"
+            "sys.path[:] = [p for p in sys.path if p not in ('', '.')]\n"
+            "if root not in sys.path:\n"
+            "    sys.path.insert(0, root)\n"
+            "from pipeline.batch_pair import main\n"
+            "sys.exit(main())\n")
+    # -P (Python >= 3.11) also keeps the working directory off sys.path before the code above runs.
+    safe_path = ["-P"] if sys.version_info >= (3, 11) else []
+    return [sys.executable, *safe_path, "-c", boot, str(job)]
 
 
 def default_workers(pairs: int) -> int:
@@ -98,7 +120,7 @@ def _start(config: PipelineConfig, runs_dir: Path, threads: int, force: bool) ->
     env = {**os.environ, "OMP_NUM_THREADS": str(threads), "PYTHONUNBUFFERED": "1"}
     log.info("pair %s: started (log: %s)", config.pair, pair_root / "batch.log")
     with open(pair_root / "batch.log", "ab") as log_file:
-        return subprocess.Popen([sys.executable, "-m", "pipeline.batch_pair", str(job)], stdout=log_file,
+        return subprocess.Popen(worker_command(job.resolve()), stdout=log_file,
                                 stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env,
                                 preexec_fn=_die_with_parent)
 

@@ -10,11 +10,22 @@ and evaluation a quarter (they may share); every stage one CPU, training two. Ta
 which on a real cluster must be a filesystem every node mounts at the same path (NFS, Lustre, CephFS).
 
 A stage that fails returns its one-line reason instead of raising, and the stages after it in that pair
-pass it on without running; Ray's own failures (a worker killed for memory) are caught per pair.
+pass it on without running; Ray's own failures (a worker killed for memory) are caught per pair. Each task
+logs the Ray node it ran on into its pair's batch.log ("train ran on node <id>").
+
+Safety. A Ray cluster runs any code sent to it, so the private Ray started without --address must not be
+reachable from the network: Ray rewrites a 127.0.0.1 node address to the host's routable one (and then
+its GCS, raylet, workers and agents listen on every interface) unless it believes it is a single-machine
+install, so `_init` tells it so (RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=0, the switch Ray uses on macOS and
+Windows), and then checks that every node's address is loopback, refusing to run otherwise. Ray workers
+put the driver's working directory first on sys.path; ray.init is called from deid's own root, so a
+`pipeline/` or `models/` folder where the user started the batch cannot replace deid's code.
 """
 from __future__ import annotations
 
+import ipaddress
 import logging
+import os
 import time
 from contextlib import contextmanager
 from pathlib import Path
@@ -28,15 +39,23 @@ from pipeline.workflow import plan
 
 log = logging.getLogger("deid.batch")
 
+# The folder that holds deid's packages (pipeline/, stages/, models/, ...).
+DEID_ROOT = Path(__file__).resolve().parents[1]
+# Ray's switch for "clusters are not supported here" (macOS, Windows): with it off, Ray keeps 127.0.0.1 as
+# the node address instead of replacing it with the host's routable one, and binds its servers to it.
+_SINGLE_MACHINE_ENV = "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"
+
 # (CPUs, share of a GPU when the cluster has GPUs) per stage kind.
 RESOURCES = {"train": (2, 1.0), "convert": (1, 0.5), "extract": (1, 0.25), "evaluate": (1, 0.25)}
 
 
 def stage_task(config_plain: dict, key: str, force: bool, *upstream: dict) -> dict:
-    """Run one stage of one pair inside a Ray worker. Returns {"key", "ok", "ran", "reason"}."""
+    """Run one stage of one pair inside a Ray worker. Returns {"key", "ok", "ran", "reason", "node"}, "node"
+    being the id of the Ray node the task ran on (also logged in the pair's batch.log)."""
     failed = [u for u in upstream if not u["ok"]]
     if failed:
         return {"key": key, "ok": False, "ran": False, "reason": failed[0]["reason"], "upstream": True}
+    node = _node_id()
     config = config_from_mapping(config_plain, Path("/"))
     with _pair_log(Path(config.runs_dir) / config.pair / "batch.log"):
         try:
@@ -44,8 +63,19 @@ def stage_task(config_plain: dict, key: str, force: bool, *upstream: dict) -> di
             spec = next(s for s in specs if s.key == key)
             outcome = run_stage(spec, Manifest(pair.manifest), force=force and spec.manifest is None)
         except Exception as exc:  # reported per pair by the driver; the batch goes on
-            return {"key": key, "ok": False, "ran": False, "reason": f"{key}: {failure_reason(exc)}"}
-    return {"key": key, "ok": True, "ran": outcome.ran, "reason": outcome.reason}
+            log.info("%s ran on node %s", key, node)
+            return {"key": key, "ok": False, "ran": False, "reason": f"{key}: {failure_reason(exc)}", "node": node}
+        log.info("%s ran on node %s", key, node)
+    return {"key": key, "ok": True, "ran": outcome.ran, "reason": outcome.reason, "node": node}
+
+
+def _node_id() -> str:
+    try:
+        import ray
+
+        return ray.get_runtime_context().get_node_id() or "?"
+    except Exception:  # not inside Ray (a direct call)
+        return "?"
 
 
 @contextmanager
@@ -78,7 +108,11 @@ def run_ray(configs: Sequence[PipelineConfig], runs_dir: Path, address: str | No
     try:
         gpus = ray.cluster_resources().get("GPU", 0)
         cpus = ray.cluster_resources().get("CPU", 1)
-        log.info("ray executor: %s, %g CPU(s), %g GPU(s)", address or "local Ray on 127.0.0.1", cpus, gpus)
+        nodes = [n for n in ray.nodes() if n.get("Alive")]
+        # A task runs on one node: ask for no more CPUs than the largest node has, or it never starts.
+        node_cpus = max((n.get("Resources", {}).get("CPU", 0) for n in nodes), default=0) or cpus
+        log.info("ray executor: %s, %d node(s), %g CPU(s), %g GPU(s)", address or "local Ray on 127.0.0.1",
+                 len(nodes), cpus, gpus)
         remote = ray.remote(stage_task)
         shared_refs: dict[tuple[str, str], Any] = {}
         pair_refs: dict[str, list[Any]] = {}
@@ -97,7 +131,7 @@ def run_ray(configs: Sequence[PipelineConfig], runs_dir: Path, address: str | No
                     continue
                 num_cpus, gpu_share = RESOURCES.get(spec.key.split(":")[0], (1, 0.0))
                 wants_gpu = gpus and config.device != "cpu"
-                options = {"num_cpus": min(num_cpus, cpus), "num_gpus": gpu_share if wants_gpu else 0}
+                options = {"num_cpus": min(num_cpus, node_cpus), "num_gpus": gpu_share if wants_gpu else 0}
                 refs[spec.key] = remote.options(**options, name=f"{config.pair}:{spec.key}").remote(
                     plain, spec.key, force, *(refs[n] for n in spec.needs))
                 if shared_id:
@@ -118,15 +152,79 @@ def run_ray(configs: Sequence[PipelineConfig], runs_dir: Path, address: str | No
 
 def _init(ray: Any, address: str | None) -> None:
     try:
-        if address:
-            ray.init(address=address, log_to_driver=False)
-        else:
-            # A private Ray for this run, bound to loopback: nothing on the network can reach it.
-            ray.init(address="local", _node_ip_address="127.0.0.1", include_dashboard=False, log_to_driver=False,
-                     object_store_memory=256 * 2**20)
+        with _from_deid_root():
+            if address:
+                ray.init(address=address, log_to_driver=False)
+            else:
+                with _single_machine(ray):
+                    # A private Ray for this run, bound to loopback: nothing on the network can reach it.
+                    ray.init(address="local", _node_ip_address="127.0.0.1", include_dashboard=False,
+                             log_to_driver=False, object_store_memory=256 * 2**20)
     except Exception as exc:
         raise DeidError(f"cannot start or reach Ray at {address or 'a local instance'} ({failure_reason(exc)}); "
                         "check --address (ray://HOST:10001 or HOST:6379)") from None
+    if not address:
+        exposed = sorted({str(n.get("NodeManagerAddress")) for n in ray.nodes()
+                          if not is_loopback(str(n.get("NodeManagerAddress")))})
+        if exposed:
+            ray.shutdown()
+            raise DeidError(f"the local Ray came up on {', '.join(exposed)}, not 127.0.0.1 (Ray {ray.__version__}), "
+                            "so the network could reach it; not running. Use --executor local, or --address with "
+                            "a cluster on a private network")
+
+
+def is_loopback(host: str) -> bool:
+    """127.0.0.0/8, ::1 or ::ffff:127.x (how a dual-stack socket shows an IPv4 loopback address)."""
+    try:
+        ip = ipaddress.ip_address(host.strip("[]").split("%")[0])
+    except ValueError:
+        return host == "localhost"
+    mapped = getattr(ip, "ipv4_mapped", None)
+    return ip.is_loopback or bool(mapped and mapped.is_loopback)
+
+
+@contextmanager
+def _single_machine(ray: Any) -> Iterator[None]:
+    """Make Ray keep 127.0.0.1 as this node's address (Ray otherwise swaps in the host's routable address and
+    binds its servers to every interface): in this process (read once, at import) and in the processes
+    ray.init starts (they read the environment)."""
+    try:
+        from ray._private import ray_constants
+    except ImportError:  # another Ray layout: the environment variable alone, and _init's check after it
+        ray_constants = None
+    saved_env = os.environ.get(_SINGLE_MACHINE_ENV)
+    saved = getattr(ray_constants, "ENABLE_RAY_CLUSTER", None)
+    os.environ[_SINGLE_MACHINE_ENV] = "0"
+    if saved is not None:
+        ray_constants.ENABLE_RAY_CLUSTER = False
+    try:
+        yield
+    finally:
+        if saved_env is None:
+            os.environ.pop(_SINGLE_MACHINE_ENV, None)
+        else:
+            os.environ[_SINGLE_MACHINE_ENV] = saved_env
+        if saved is not None:
+            ray_constants.ENABLE_RAY_CLUSTER = saved
+
+
+@contextmanager
+def _from_deid_root() -> Iterator[None]:
+    """Call ray.init from deid's own root: Ray puts the driver's working directory first on every worker's
+    sys.path (and a private Ray's workers start in it), so the user's folder must not be it."""
+    try:
+        previous = os.getcwd()
+    except OSError:  # the working directory was deleted; nothing to restore
+        previous = None
+    os.chdir(DEID_ROOT)
+    try:
+        yield
+    finally:
+        if previous is not None:
+            try:
+                os.chdir(previous)
+            except OSError:
+                pass
 
 
 def _pair_result(ray: Any, config: PipelineConfig, refs: list[tuple[Any, bool]], started: float) -> PairResult:

@@ -2,12 +2,20 @@
 
 Real short clips (cut from tests/data), tiny settings: a 4-iteration 16-channel model and 20
 evaluation frames, so each pair takes well under a minute on a 2-core CPU.
+
+The real batches are started the way a user starts them (the `deid` command) from a folder holding decoy
+`pipeline/`, `models/`, `stages/`, `reports/` and `bench/` packages that leave a marker when imported:
+deid's code must never come from the current directory, in the driver, the local workers or Ray's workers.
+The Ray batch also lists the listening sockets of every process of its private Ray while it runs: all
+must be on loopback.
 """
 from __future__ import annotations
 
+import ipaddress
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -55,6 +63,76 @@ def _manifest(path: Path, clips: dict[str, Path], names: list[str]) -> Path:
 def _deid(*args: str, timeout: float = 600) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "-m", "pipeline.cli", "-q", *args], capture_output=True, text=True,
                           timeout=timeout)
+
+
+DECOYS = ("pipeline", "models", "stages", "reports", "bench")
+
+
+@pytest.fixture
+def decoy_cwd(tmp_path) -> Path:
+    """A folder a user might start a batch from, with packages named like deid's that must never be imported."""
+    folder = tmp_path / "cwd"
+    for name in DECOYS:
+        (folder / name).mkdir(parents=True)
+        (folder / name / "__init__.py").write_text(
+            f"import pathlib\n(pathlib.Path(__file__).parents[1] / 'DECOY_IMPORTED').open('a').write('{name}\\n')\n"
+            f"raise ImportError('decoy {name} imported from the current directory')\n")
+    return folder
+
+
+def _deid_command() -> list[str]:
+    """The installed `deid` command: its sys.path has no current directory, like a user's shell has."""
+    script = Path(sys.executable).with_name("deid")
+    if not script.exists():
+        pytest.skip(f"the deid command is not installed next to {sys.executable}")
+    return [str(script), "-q"]
+
+
+def _no_decoy_imported(folder: Path) -> None:
+    marker = folder / "DECOY_IMPORTED"
+    assert not marker.exists(), f"deid imported {marker.read_text().split()} from the current directory"
+
+
+def is_loopback(host: str) -> bool:
+    ip = ipaddress.ip_address(host.split("%")[0])
+    mapped = getattr(ip, "ipv4_mapped", None)
+    return ip.is_loopback or bool(mapped and mapped.is_loopback)
+
+
+def listening_sockets(processes) -> set[tuple[str, str, int]]:
+    """(process name, address, port) of every TCP socket in LISTEN and every unconnected UDP socket the
+    processes hold (psutil, which Ray bundles)."""
+    import psutil
+
+    found = set()
+    for process in processes:
+        try:
+            name = process.name()
+            for conn in process.net_connections(kind="inet"):
+                if conn.status == psutil.CONN_LISTEN or (conn.type == socket.SOCK_DGRAM and not conn.raddr):
+                    found.add((name, conn.laddr.ip, conn.laddr.port))
+        except psutil.Error:  # exited meanwhile, or not ours
+            continue
+    return found
+
+
+def watch_sockets(process: subprocess.Popen, timeout: float) -> set[tuple[str, str, int]]:
+    """Every socket that `process` or any process under it listens on, sampled until it exits."""
+    import psutil
+
+    seen: set[tuple[str, str, int]] = set()
+    deadline = time.monotonic() + timeout
+    root = psutil.Process(process.pid)
+    while process.poll() is None:
+        if time.monotonic() > deadline:
+            process.kill()
+            raise AssertionError(f"the batch did not finish within {timeout:.0f} s")
+        try:
+            seen |= listening_sockets([root, *root.children(recursive=True)])
+        except psutil.Error:
+            pass
+        time.sleep(0.5)
+    return seen
 
 
 def _status(runs: Path) -> dict[str, dict]:
@@ -142,13 +220,15 @@ def _ran_extract_of_donor(status: dict[str, dict]) -> list[str]:
     return [name for name, pair in status.items() if "extract:donor" in pair["ran"]]
 
 
-def test_local_batch_kill_resume_failure_and_shared_donor(tmp_path, clips):
+def test_local_batch_kill_resume_failure_and_shared_donor(tmp_path, clips, decoy_cwd):
     runs = tmp_path / "runs"
     manifest = _manifest(tmp_path / "batch.yaml", clips, ["p1", "p2", "bad"])
+    deid = _deid_command()
 
     # First run: kill the batch (the parent only, as a scheduler would) once the second pair has started.
-    batch = subprocess.Popen([sys.executable, "-m", "pipeline.cli", "-q", "batch", str(manifest), "-o", str(runs),
-                              "--workers", "1"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    # Both runs start in a folder with decoy `pipeline/`, `models/`... packages: the workers must not see them.
+    batch = subprocess.Popen([*deid, "batch", str(manifest), "-o", str(runs), "--workers", "1"], cwd=decoy_cwd,
+                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     log = runs / "p2" / "batch.log"
     try:
         _wait_for(lambda: log.exists() and "running" in log.read_text(), 300, "pair p2 to start a stage")
@@ -167,8 +247,10 @@ def test_local_batch_kill_resume_failure_and_shared_donor(tmp_path, clips):
     assert not (runs / "p2" / "status.json").exists()
 
     # Second run: p1 is skipped, p2 resumes and completes, the faceless pair fails with its reason.
-    result = _deid("batch", str(manifest), "-o", str(runs), "--workers", "1")
+    result = subprocess.run([*deid, "batch", str(manifest), "-o", str(runs), "--workers", "1"], cwd=decoy_cwd,
+                            capture_output=True, text=True, timeout=600)
     assert result.returncode == 1, result.stderr  # one pair failed
+    _no_decoy_imported(decoy_cwd)
     status = _status(runs)
     assert status["p1"]["status"] == "skipped"
     assert status["p2"]["status"] == "done"
@@ -194,12 +276,30 @@ def test_local_batch_kill_resume_failure_and_shared_donor(tmp_path, clips):
     assert any(line.split() == ["bad", "train", "would", "run:", "last", "run", "failed"] for line in lines)
 
 
-def test_ray_batch_runs_pairs_as_tasks(tmp_path, clips):
-    pytest.importorskip("ray")
+def test_ray_batch_runs_pairs_as_tasks_on_a_loopback_only_ray(tmp_path, clips, decoy_cwd):
+    pytest.importorskip("ray")  # also puts Ray's bundled psutil on sys.path
     runs = tmp_path / "runs"
     manifest = _manifest(tmp_path / "batch.yaml", clips, ["p1", "p2", "bad"])
-    result = _deid("batch", str(manifest), "-o", str(runs), "--executor", "ray")
-    assert result.returncode == 1, result.stderr
+    output_file = tmp_path / "batch.out"
+    with open(output_file, "w") as out:
+        batch = subprocess.Popen([*_deid_command(), "batch", str(manifest), "-o", str(runs), "--executor", "ray"],
+                                 cwd=decoy_cwd, stdout=out, stderr=subprocess.STDOUT)
+    try:
+        sockets = watch_sockets(batch, timeout=600)  # every Ray process's listening sockets, while it runs
+    finally:
+        if batch.poll() is None:
+            batch.kill()
+        batch.wait()
+    output = output_file.read_text()
+    assert batch.returncode == 1, output  # the faceless pair failed
+    # An unauthenticated Ray reachable from the network runs any code sent to it: the private one must listen
+    # on loopback only (not on the host's address, not on 0.0.0.0 or ::).
+    exposed = sorted(s for s in sockets if not is_loopback(s[1]))
+    assert not exposed, f"the private Ray listens beyond loopback: {exposed}"
+    names = {name for name, _, _ in sockets}
+    assert {"gcs_server", "raylet"} <= names, f"the socket check saw too little to mean anything: {sorted(sockets)}"
+    _no_decoy_imported(decoy_cwd)
+
     status = _status(runs)
     assert status["p1"]["status"] == "done" and status["p2"]["status"] == "done"
     assert status["bad"]["status"] == "failed" and "no faces" in status["bad"]["reason"]
@@ -208,4 +308,6 @@ def test_ray_batch_runs_pairs_as_tasks(tmp_path, clips):
     assert list(pd.read_csv(runs / "comparison.csv")["name"]) == ["p1", "p2"]
     for pair in ("p1", "p2"):
         assert json.loads((runs / pair / "evaluate" / "reports" / "summary.json").read_text())["identity"]
-        assert "evaluate: done" in (runs / pair / "batch.log").read_text()  # each task logs into its pair's log
+        log = (runs / pair / "batch.log").read_text()
+        assert "evaluate: done" in log  # each task logs into its pair's log
+        assert "train ran on node " in log  # and names the Ray node it ran on
