@@ -20,7 +20,7 @@ from typing import Any, Iterator
 
 from pipeline.atomic import write_json
 from pipeline.config import PipelineConfig, config_from_mapping
-from pipeline.errors import DeidError
+from pipeline.errors import DeidError, disk_error
 from pipeline.locks import file_lock, try_lock
 from pipeline.runner import Manifest, StageOutcome, run_stage
 from pipeline.workflow import PairLayout, plan
@@ -108,6 +108,9 @@ def failure_reason(exc: BaseException) -> str:
     text = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
     if isinstance(exc, DeidError):
         return text
+    known = disk_error(exc) if isinstance(exc, OSError) else None
+    if known is not None:  # a full disk or a read-only mount: the user's to fix, not a bug
+        return str(known)
     log.exception("unexpected failure")
     return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
 
