@@ -18,13 +18,14 @@ from typing import Any, Literal, Mapping
 
 import yaml
 
+from models.alignment import Centering
+
 from pipeline.errors import ConfigError
 from stages.evaluate_config import EvaluateConfig
 from stages.protect_config import ProtectConfig
 from stages.train_config import TrainConfig
 
 Device = Literal["auto", "cpu", "cuda"]
-Centering = Literal["head", "face", "legacy"]
 MaskName = Literal["components", "extended"]
 
 

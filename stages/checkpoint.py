@@ -60,7 +60,7 @@ OPTIMIZER = "optimizer.pt"
 STATE = "state.json"
 BEST = "best"
 LOCK = ".lock"
-ARCH_KEYS = ("input_size", "output_size", "width", "latent")  # what build_model needs besides the family name
+ARCH_KEYS = SwapModel.ARCH_KEYS  # what build_model needs besides the family name (one source: models/swap)
 STATE_SCHEMA = 1
 _PENDING = re.compile(r"^\.(model|optimizer)-(\d+)\.pt$")
 CHECKSUMS = "checksums"  # state.json key: {file name: {"sha256": hex digest, "size": bytes}}
@@ -399,9 +399,13 @@ def load_model(model_dir: Path, device: torch.device | str = "cpu") -> tuple[Swa
     saved = load(model_dir, device, optimizer=False)
     if saved is None:
         raise DeidError(f"{model_dir}: no trained model (no state.json); run `deid train` first")
-    frozen = saved.state["frozen"]
-    model = build_model(frozen["model"], **{key: frozen[key] for key in ARCH_KEYS})
-    model.load_state_dict(saved.model)
+    frozen = saved.state.get("frozen", {})
+    try:
+        model = build_model(frozen["model"], **{key: frozen[key] for key in ARCH_KEYS if key in frozen})
+        model.load_state_dict(saved.model)
+    except (KeyError, ValueError, RuntimeError) as exc:
+        raise DeidError(f"{model_dir}: model.pt does not match its state.json ({str(exc).splitlines()[0]}); "
+                        "retrain or restore the folder from best/") from None
     return model.to(device).eval(), saved.state
 
 

@@ -41,7 +41,7 @@ from models.alignment import hull_mask, transform_points
 from models.device import resolve_device
 from models.landmarks import IdentityModel
 from models.search import make_search
-from models.swap import SwapModel, build_model
+from models.swap import SwapModel
 from pipeline.atomic import writable_folder, write_image, write_text
 from pipeline.config import ConvertConfig
 from pipeline.errors import DeidError
@@ -93,18 +93,8 @@ class _FramePlan:
 
 
 def load_trained(model_dir: Path, device: torch.device) -> Trained:
-    saved = checkpoint.load(Path(model_dir), device)
-    if saved is None:
-        raise DeidError(f"{model_dir}: no trained model (no state.json); run `deid train` first")
-    frozen = saved.state.get("frozen", {})
-    try:
-        arch = {k: frozen[k] for k in ("input_size", "output_size", "width", "latent") if k in frozen}
-        model = build_model(frozen["model"], **arch)
-        model.load_state_dict(saved.model)
-    except (KeyError, ValueError, RuntimeError) as exc:
-        raise DeidError(f"{model_dir}: model.pt does not match its state.json ({str(exc).splitlines()[0]}); "
-                        "retrain or restore the folder from best/") from None
-    model.to(device).eval()
+    model, state = checkpoint.load_model(Path(model_dir), device)
+    frozen = state["frozen"]
     return Trained(model=model, centering=frozen.get("centering", "face"), coverage=float(frozen["coverage"]),
                    device=device)
 

@@ -12,10 +12,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal
 
+from models.alignment import Centering
 from pipeline.errors import ConfigError
 
 ModelName = Literal["original", "dfaker", "villain"]
-TrainCentering = Literal["face", "legacy", "head"]
+TrainCentering = Centering  # one definition: models/alignment.py
 TrainMask = Literal["extended", "components"]
 
 

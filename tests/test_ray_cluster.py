@@ -7,7 +7,9 @@ The test stops the nodes it started (SIGTERM to each `ray start --block`, then S
 still alive), never other Ray processes on the machine, whatever happens.
 
 Outside a network namespace the test re-runs itself inside one (`unshare -n`, loopback up) when the machine
-allows it, and is skipped otherwise.
+allows it, and is skipped otherwise. Marked slow (about two minutes on a 2-core CPU, like the local-Ray batch
+in test_batch.py: the stages of two pairs, two nodes to start): `python -m pytest -q -m slow
+tests/test_ray_cluster.py` runs it.
 """
 from __future__ import annotations
 
@@ -127,6 +129,7 @@ def _wait_for_port(port: int, timeout: float) -> None:
             time.sleep(0.3)
 
 
+@pytest.mark.slow
 def test_batch_on_a_two_node_cluster_spreads_stages_over_both_nodes(tmp_path, request):
     pytest.importorskip("ray")  # also puts Ray's bundled psutil on sys.path
     if not is_loopback(_ray_node_ip()):
