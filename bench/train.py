@@ -8,7 +8,7 @@ Adam step, the NaN check) in its own subprocess, so the peak memory of one famil
 another's. images/s counts A and B images per second of training step (loss.csv's images_per_s), the
 median over the timed iterations after `--warmup`; saves, previews and identity checks are excluded.
 Peak memory: the process's peak resident set (CPU) and torch's peak allocated GPU memory (CUDA).
-Without --a/--b, talking_1.mp4 and talking_2.mp4 from ../shared/data are extracted into a temporary folder
+Without --a/--b, talking_1.mp4 and talking_2.mp4 from tests/data are extracted into a temporary folder
 (every `--extract-every`-th frame; each side needs at least a batch of faces). Exits 1 if a family failed,
 after writing the JSON with that family's error.
 """

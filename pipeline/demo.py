@@ -20,7 +20,7 @@ log = logging.getLogger("deid.demo")
 
 
 # A small `original` model: enough iterations to show the whole pipeline on a CPU in about a minute.
-# A real swap needs the full-size model and hours on a GPU (FIELD_NOTES.md: 12 h per pair in the study).
+# A real swap needs the full-size model and hours on a GPU (the study gave each tool 12 h per pair on a GPU).
 DEMO_TRAIN = {"model": "original", "width": 32, "latent": 256, "batch_size": 8, "save_every": 100,
               "preview_every": 100, "identity_every": 100}
 

@@ -1,6 +1,6 @@
 """`deid run`: turn a PipelineConfig into the stages of one pair and run them in order.
 
-Layout under runs/<pair>/ (DESIGN.md): extract/<video-id>/ and clean/<video-id>/ for the target, the
+Layout under runs/<pair>/: extract/<video-id>/ and clean/<video-id>/ for the target, the
 donor and (when it is another video) the clip to convert; sources/<id>.mp4 when a source is a folder of
 clips (they are concatenated first); model/ (the trained pair), convert/<video-id>.mp4 (+ .frames.csv),
 evaluate/ (reference photos when picked automatically, reports/), and manifest.json recording every stage.
