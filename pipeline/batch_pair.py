@@ -163,7 +163,8 @@ def main(argv: list[str] | None = None) -> int:
 
         torch.set_num_threads(int(job["threads"]))
     config = config_from_mapping(job["config"], Path("/"))
-    result = run_pair(config, force=bool(job.get("force")), progress=False)
+    # The worker's stderr is the pair's batch.log: progress arrives there as a log line every few seconds.
+    result = run_pair(config, force=bool(job.get("force")), progress=True)
     write_status(result, Path(config.runs_dir) / config.pair)
     log.info("pair %s: %s %s", result.name, result.status, result.reason)
     return 0 if result.status in ("done", "skipped") else 1

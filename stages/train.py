@@ -39,7 +39,6 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from pytorch_msssim import ssim
-from tqdm import tqdm
 
 from models.device import resolve_device
 from models.swap import MODEL_FAMILIES, SwapModel, build_model
@@ -47,6 +46,7 @@ from pipeline.atomic import write_image, write_text
 from pipeline.errors import ConfigError, DeidError
 from stages import checkpoint
 from stages.augment import AugmentSettings, Batch, augment, plain
+from stages.progress import make_progress
 from stages.train_config import TrainConfig
 from stages.train_data import FaceSet, Window, window_size
 
@@ -207,8 +207,7 @@ def _loop(s: _Session, stop: checkpoint.StopSignals, progress: bool) -> str:
     """Train until the target iteration, the time limit or a signal; returns which of them stopped it."""
     cfg = s.config
     deadline = time.monotonic() + cfg.minutes * 60 if cfg.minutes else math.inf
-    bar = tqdm(total=cfg.iterations, initial=s.iteration, unit="it", desc=f"train {cfg.model}",
-               disable=not progress, dynamic_ncols=True)
+    bar = make_progress(cfg.iterations, f"train {cfg.model}", "it", progress, initial=s.iteration)
     rate = 0.0
     try:
         while s.iteration < cfg.iterations:
@@ -219,8 +218,7 @@ def _loop(s: _Session, stop: checkpoint.StopSignals, progress: bool) -> str:
             tick = time.perf_counter()
             losses = _step(s)
             if losses is None:  # non-finite: the step was skipped and the last checkpoint reloaded
-                bar.n = s.iteration
-                bar.refresh()
+                bar.update(s.iteration - bar.n)
                 continue
             s.iteration += 1
             images_per_s = 2 * s.batch_size / (time.perf_counter() - tick)
@@ -228,7 +226,7 @@ def _loop(s: _Session, stop: checkpoint.StopSignals, progress: bool) -> str:
             s.pending_losses.append([s.iteration, round(losses[0], 6), round(losses[1], 6), cfg.lr,
                                      round(images_per_s, 2)])
             bar.update(1)
-            bar.set_postfix_str(f"A {losses[0]:.4f} B {losses[1]:.4f} {rate:.1f} img/s", refresh=False)
+            bar.set_postfix_str(f"A {losses[0]:.4f} B {losses[1]:.4f} {rate:.1f} img/s")
             if s.iteration % cfg.save_every == 0:
                 _save(s)
             if cfg.preview_every and s.iteration % cfg.preview_every == 0:

@@ -14,6 +14,7 @@ from __future__ import annotations
 import ipaddress
 import json
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -267,6 +268,11 @@ def test_local_batch_kill_resume_failure_and_shared_donor(tmp_path, clips, decoy
     assert len(list((runs / "_shared" / "extract").iterdir())) == 4
     assert (runs / "p2" / "extract" / "donor").resolve() == (runs / "p1" / "extract" / "donor").resolve()
     assert (runs / "p2" / "convert" / "t2.mp4").stat().st_size > 0
+    # A batch log a person can read: no carriage-return bars, no line over 300 characters, progress lines.
+    for pair in ("p1", "p2"):
+        text = (runs / pair / "batch.log").read_text()
+        assert "\r" not in text and max(len(line) for line in text.splitlines()) <= 300
+        assert re.search(r"convert \S+: \d+/\d+ frames", text) and re.search(r"train \w+: \d+/\d+ its", text), text[-3000:]
 
     # A dry run reads the manifests only: the finished pairs are up to date, the failed one would retry.
     listing = _deid("batch", str(manifest), "-o", str(runs), "--dry-run")
