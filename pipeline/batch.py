@@ -43,6 +43,9 @@ def run_batch(manifest: Path, runs_dir: Path, executor: Executor = "local", addr
     for result in invalid:
         write_status(result, runs_dir / result.name)
     runnable = [job.config for job in jobs if job.config is not None]
+    from reports.au_source import note_unavailable
+
+    note_unavailable([c.evaluate for c in runnable])
     bar = _progress_bar(len(jobs), len(invalid), progress)
 
     def report(result: PairResult) -> None:

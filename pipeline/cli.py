@@ -296,6 +296,9 @@ def _dispatch(args: argparse.Namespace, progress: bool) -> int:
         config = load_config(args.config)
         if args.allow_damaged:
             config = dataclasses.replace(config, allow_damaged=True)
+        from reports.au_source import note_unavailable
+
+        note_unavailable([config.evaluate])
         for outcome in run_pipeline(config, force=args.force, progress=progress):
             verdict = outcome.summary.get("verdict") if outcome.key == "evaluate" else None
             if verdict:

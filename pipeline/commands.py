@@ -137,6 +137,9 @@ def run_evaluate(args: argparse.Namespace, progress: bool) -> None:
                                 pyfeat_model_dir=args.pyfeat_model_dir)
     except ConfigError as exc:
         raise _cli_error("evaluate", exc, "evaluate") from None
+    from reports.au_source import note_unavailable
+
+    note_unavailable([config])
     summary = evaluate(args.original, args.swapped, args.ref_original, args.ref_donor, args.output, config,
                        progress=progress, name=args.name, allow_damaged=args.allow_damaged, device=args.device)
     print(f"{summary.verdict.level.upper()}: {summary.verdict.text}")

@@ -21,6 +21,19 @@ log = logging.getLogger("deid.evaluate")
 _EMPTY_TABLE_COLUMNS = ["au", "pcc", "rmse", "frames", "pcc_defined", "mean_original", "mean_swapped"]
 
 
+def note_unavailable(configs: "list[EvaluateConfig]") -> None:
+    """One line on stderr at the start of a command when py-feat AU is asked for and cannot run on this
+    machine (not installed, weights missing), so nobody learns it from the report at the end."""
+    import sys
+
+    from reports.pyfeat_au import unavailable
+
+    asked = {c.pyfeat_model_dir for c in configs if c.au == "pyfeat"}
+    for reason in sorted({r for r in (unavailable(d) for d in asked) if r}):
+        print(f"deid: note: AU will not be computed: {reason}; expression is scored from landmark geometry",
+              file=sys.stderr)
+
+
 class AuSource:
     def __init__(self, config: EvaluateConfig, device: str = "cpu") -> None:
         self.config = config

@@ -47,27 +47,37 @@ REQUIRED_FILES = {
 _RESOURCE_LOCK = threading.Lock()
 
 
+def unavailable(model_dir: Path | None = None) -> str | None:
+    """Why py-feat cannot compute AU here (not installed, weights missing), in one line; None when it may.
+
+    Cheap (no import of py-feat): the CLI asks it before a run, so a user learns at the start, not at the end."""
+    if model_dir is not None:
+        model_dir = Path(model_dir)
+        if not model_dir.is_dir():
+            return f"py-feat model folder {model_dir} does not exist"
+    spec = importlib.util.find_spec("feat")  # finds the package without running it
+    if spec is None or not spec.submodule_search_locations:
+        return ("py-feat is not installed; install.sh installs it (by hand: pip install -e \".[pyfeat]\" "
+                "&& pip install --no-deps py-feat==2.1.5) and put its weights in evaluate.pyfeat_model_dir")
+    folder = model_dir if model_dir is not None else Path(list(spec.submodule_search_locations)[0]) / "resources"
+    try:
+        missing = missing_files(folder)
+    except ImportError as exc:
+        return f"py-feat's dependency huggingface_hub is missing ({exc})"
+    if missing:
+        return (f"py-feat weights not found in {folder} (hub-cache layout models--py-feat--NAME/snapshots/...): "
+                f"missing {', '.join(missing)}")
+    return None
+
+
 def load_detector(model_dir: Path | None = None, device: str = "cpu") -> tuple[Any | None, str | None]:
     """(detector, None) or (None, one-line reason). `model_dir`: a hub-cache folder holding the weights
     (None: py-feat's own resource folder); `device`: "cpu", "cuda", "cuda:1", "mps".
     The weight files are looked for before py-feat is imported (that alone takes seconds)."""
     os.environ["HF_HUB_OFFLINE"] = "1"
-    if model_dir is not None:
-        model_dir = Path(model_dir)
-        if not model_dir.is_dir():
-            return None, f"py-feat model folder {model_dir} does not exist"
-    spec = importlib.util.find_spec("feat")  # finds the package without running it
-    if spec is None or not spec.submodule_search_locations:
-        return None, ("py-feat is not installed; install.sh installs it (by hand: pip install -e \".[pyfeat]\" "
-                      "&& pip install --no-deps py-feat==2.1.5) and put its weights in evaluate.pyfeat_model_dir")
-    folder = model_dir if model_dir is not None else Path(list(spec.submodule_search_locations)[0]) / "resources"
-    try:
-        missing = missing_files(folder)
-    except ImportError as exc:
-        return None, f"py-feat's dependency huggingface_hub is missing ({exc})"
-    if missing:
-        return None, (f"py-feat weights not found in {folder} (hub-cache layout models--py-feat--NAME/snapshots/...): "
-                      f"missing {', '.join(missing)}")
+    reason = unavailable(model_dir)
+    if reason is not None:
+        return None, reason
     try:
         import feat
         import huggingface_hub.constants
@@ -91,6 +101,7 @@ def load_detector(model_dir: Path | None = None, device: str = "cpu") -> tuple[A
             detector = Detectorv1(device=torch_device, **DETECTOR_KWARGS)
             _preload_pose(detector)
     except Exception as exc:
+        folder = model_dir if model_dir is not None else Path(feat.__file__).parent / "resources"
         return None, (f"py-feat {getattr(feat, '__version__', '?')} models could not be loaded offline from {folder} "
                       f"({type(exc).__name__}: {_first_line(exc)})")
     return detector, None

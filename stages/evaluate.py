@@ -83,7 +83,8 @@ def evaluate(original: Path, swapped: Path, ref_original: Path, ref_donor: Path,
     refs = {key: _reference(analyser, Path(path)) for key, path in (("original", ref_original), ("donor", ref_donor))}
     au = AuSource(config, str(dev))
     if config.au == "pyfeat" and not au.streaming:
-        log.warning("AU will not be computed: %s; the expression score falls back to landmark geometry", au.reason)
+        # The CLI said so at the start of evaluate/run/batch (one line); the report and summary say it again.
+        log.debug("AU will not be computed: %s", au.reason)
 
     t = time.perf_counter()
     faces = _analyse(info_o, info_s, indices, analyser, refs, au, config, progress)

@@ -209,3 +209,19 @@ def test_the_donor_face_with_the_original_motion_is_green(data_dir, tmp_path):
     assert s.verdict.level == "ok", s.verdict.text
     assert [a.passed for a in s.verdict.axes] == [True, True, True]
     assert s.verdict.text.startswith("identity hidden in 10/10 frames")
+
+
+def test_au_asked_but_unavailable_is_said_once_at_the_start(clips, tmp_path, capsys):
+    """py-feat is the default AU source; where it cannot run (not installed, or no weights here) the user
+    reads one line saying so and why, before the work, and gets the geometry score instead."""
+    from pipeline.cli import main
+    from reports.pyfeat_au import unavailable
+
+    if unavailable(None) is None:
+        pytest.skip("py-feat and its weights are present on this machine: AU will be computed")
+    code = main(["-q", "evaluate", "--original", str(clips["original"]), "--swapped", str(clips["original"]),
+                 "--ref-original", str(clips["ref_original"]), "--ref-donor", str(clips["ref_donor"]),
+                 "-o", str(tmp_path / "ev"), "--frames", "2", "--parrot", "none", "--device", "cpu"])
+    assert code == 0
+    lines = [line for line in capsys.readouterr().err.splitlines() if "AU will not be computed" in line]
+    assert len(lines) == 1 and "py-feat" in lines[0], lines
