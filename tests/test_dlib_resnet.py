@@ -150,3 +150,26 @@ def test_gradients_reach_the_image(reference, net) -> None:
     left, top, right, bottom = plan_chip(reference["landmarks68"][row], image.shape[1:]).box
     grad[top:bottom + 1, left:right + 1] = 0
     assert not grad.any()  # nothing outside the region the chip is sampled from
+
+
+def test_identity_model_decides_alike_with_either_backend(data_dir):
+    """IdentityModel (what clean, evaluate, the leak check and the training monitor call) gives the same
+    same/different decisions at 0.6 with the PyTorch port as with dlib's own network, on real faces of
+    several people taken the way evaluate takes them (detector, 68 landmarks)."""
+    import torch
+
+    from models.face_identity import FaceIdentity
+    from models.landmarks import IdentityModel
+    from stages.media import iter_frames, probe
+
+    finder = FaceIdentity(torch.device("cpu"))
+    faces = []
+    for name in ("talking_1.mp4", "talking_2.mp4", "single_face.mp4", "WolfgangLanger_Pexels.mp4"):
+        frames = [f for i, f in iter_frames(probe(data_dir / "video" / name), every=40) if i < 160]
+        faces += [(f, lm) for f, lm in zip(frames, finder.largest_faces(frames)) if lm is not None]
+    assert len(faces) >= 12
+    port = IdentityModel(backend="torch").embed_many(faces)
+    reference = np.stack([IdentityModel(backend="dlib").embed(f, lm) for f, lm in faces])
+    assert np.linalg.norm(port - reference, axis=1).max() < 1e-3
+    same = lambda e: np.linalg.norm(e[:, None] - e[None], axis=2) < 0.6  # noqa: E731
+    assert (same(port) == same(reference)).all()
