@@ -124,6 +124,9 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--batch-size", type=int, default=None)
     train.add_argument("--device", default="auto")
     train.add_argument("--config", type=Path, default=None, help="take the train: section from this pipeline.yaml")
+    train.add_argument("--init-from", type=Path, default=None, metavar="MODEL_DIR",
+                       help="start a new model from a trained one: its encoder, and its decoder B when the donor is "
+                            "the same person (same family and sizes)")
 
     convert = sub.add_parser("convert", help="swap the target's face in every frame; protect what cannot be swapped")
     convert.add_argument("video", type=Path)

@@ -60,7 +60,8 @@ def run_train(args: argparse.Namespace, progress: bool) -> None:
 
     base = load_config(args.config).train if args.config else PipelineConfig().train
     overrides = {k: v for k, v in (("model", args.model), ("iterations", args.iterations),
-                                   ("minutes", args.minutes), ("batch_size", args.batch_size)) if v is not None}
+                                   ("minutes", args.minutes), ("batch_size", args.batch_size),
+                                   ("init_from", args.init_from)) if v is not None}
     try:
         config = dataclasses.replace(base, **overrides)
     except ConfigError as exc:

@@ -242,6 +242,7 @@ def _resolve_paths(config: PipelineConfig, base: Path) -> PipelineConfig:
                                      au_swapped=resolve(config.evaluate.au_swapped),
                                      gallery=resolve(config.evaluate.gallery),
                                      pyfeat_model_dir=resolve(config.evaluate.pyfeat_model_dir)),
+        train=dataclasses.replace(config.train, init_from=resolve(config.train.init_from)),
     )
 
 

@@ -87,7 +87,10 @@ def train(a_dir: Path, b_dir: Path, model_dir: Path, config: TrainConfig, device
                 raise DeidError(f"{faceset.label} {faceset.folder} has {len(faceset)} faces, fewer than the batch size "
                                 f"{batch_size} (--batch-size / train.batch_size); lower the batch size or extract "
                                 "more frames")
-        session = _open_session(model_dir, config, frozen, faces, batch_size, torch_device, previous)
+        start_from = None
+        if previous is None and config.init_from is not None:
+            start_from = initial_weights(Path(config.init_from), frozen, faces["b"], torch_device)
+        session = _open_session(model_dir, config, frozen, faces, batch_size, torch_device, previous, start_from)
         start_iteration = session.iteration
         if start_iteration >= config.iterations:
             log.info("%s is already at iteration %d (target %d): nothing to train", model_dir, start_iteration,
@@ -144,8 +147,56 @@ class _Session:
     face_identity: Any = None  # models.face_identity.FaceIdentity, loaded at the first identity check
 
 
+def initial_weights(source: Path, frozen: dict[str, Any], donor: FaceSet, device: torch.device
+                    ) -> tuple[dict[str, torch.Tensor], list[str]]:
+    """The weights a new pair starts from (`train.init_from`): the source model's shared encoder, plus its
+    decoder B when its donor is this pair's donor by face_recognition (mean embeddings within 0.6).
+
+    faceswap and DeepFaceLab users do the same by hand ("load weights", pretrained models): an encoder that
+    has already learnt faces saves most of a new pair's training."""
+    model, state = checkpoint.load_model(source, "cpu")
+    theirs = state.get("frozen", {})
+    differ = [k for k in frozen if theirs.get(k) != frozen[k]]
+    if differ:
+        diffs = ", ".join(f"{k} {theirs.get(k)!r} vs {frozen[k]!r}" for k in differ)
+        raise ConfigError(f"train.init_from {source}: trained with other architecture keys ({diffs}); start from a "
+                          "model of the same family and sizes, or train from scratch")
+    weights = model.state_dict()
+    parts = ["encoder"]
+    old_donor = Path(state.get("faces", {}).get("b", {}).get("folder", ""))
+    distance = _donor_distance(old_donor, donor.folder, device)
+    if distance is not None and distance < MATCH_THRESHOLD:
+        parts.append("decoder_b")
+    log.info("starting from %s: %s (donor distance %s)", source, " + ".join(parts),
+             "n/a" if distance is None else f"{distance:.3f}")
+    return {k: v for k, v in weights.items() if k.split(".")[0] in parts}, parts
+
+
+def _donor_distance(old: Path, new: Path, device: torch.device, faces: int = 8) -> float | None:
+    """Distance between the mean face_recognition embeddings of two face folders' crops; None if unknown."""
+    from models.face_identity import FaceIdentity
+    from stages.alignments import load_alignments
+
+    if not (old / "alignments.json").is_file():
+        log.info("init_from: the source model's donor faces (%s) are gone; decoder B is not reused", old)
+        return None
+    finder = FaceIdentity(device, min_face_size=IDENTITY_MIN_FACE)
+    means = []
+    for folder in (old, new):
+        refs = list(load_alignments(folder).faces())
+        step = max(1, len(refs) // faces)
+        crops = [cv2.cvtColor(cv2.imread(str(r.image)), cv2.COLOR_BGR2RGB) for r in refs[::step][:faces]]
+        embeddings = finder.embed_largest(crops)
+        embeddings = embeddings[np.isfinite(embeddings).all(1)]
+        if not len(embeddings):
+            return None
+        means.append(embeddings.mean(0))
+    return float(np.linalg.norm(means[0] - means[1]))
+
+
 def _open_session(model_dir: Path, config: TrainConfig, frozen: dict[str, Any], faces: dict[str, FaceSet],
-                  batch_size: int, device: torch.device, previous: checkpoint.Checkpoint | None) -> _Session:
+                  batch_size: int, device: torch.device, previous: checkpoint.Checkpoint | None,
+                  start_from: tuple[dict[str, torch.Tensor], list[str]] | None = None) -> _Session:
     overrides = {key: frozen[key] for key in checkpoint.ARCH_KEYS}
     with torch.random.fork_rng(devices=[]):  # seed the initial weights without touching the caller's RNG
         torch.manual_seed(config.seed)
@@ -166,7 +217,12 @@ def _open_session(model_dir: Path, config: TrainConfig, frozen: dict[str, Any], 
         state = previous.state
     else:
         state = {"iteration": 0, "frozen": frozen, "best_loss": None, "best_iteration": None, "runs": []}
-    state.update(config=dataclasses.asdict(config), seed=config.seed,
+        if start_from is not None:
+            weights, parts = start_from
+            model.load_state_dict(weights, strict=False)  # the other parts keep their fresh initialisation
+            state["init_from"] = {"model": str(config.init_from), "parts": parts}
+    plain = {k: str(v) if isinstance(v, Path) else v for k, v in dataclasses.asdict(config).items()}
+    state.update(config=plain, seed=config.seed,
                  rng="batch n draws from torch.Generator seeded with seed * 1000003 + n + 7919 * len(nan_events)")
     state.setdefault("nan_events", [])
     state["faces"] = {side: {"folder": str(fs.folder), "count": len(fs)} for side, fs in faces.items()}

@@ -10,6 +10,7 @@ This module imports nothing from pipeline.config, so pipeline.config can import 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Literal
 
 from models.alignment import Centering
@@ -60,6 +61,8 @@ class TrainConfig:
     save_every: int = 500              # iterations between checkpoints (also saved on stop, Ctrl-C, SIGTERM)
     preview_every: int = 500           # iterations between previews/<iteration>.jpg; 0 = none
     identity_every: int = 1000         # iterations between face_recognition checks of A->B against A; 0 = none
+    init_from: Path | None = None      # a trained model folder: a new model starts from its encoder (and decoder B
+                                       # when its donor is this pair's donor, checked by identity)
 
     def __post_init__(self) -> None:
         for key, low in (("input_size", 16), ("output_size", 16)):

@@ -400,3 +400,34 @@ def test_lab_round_trip():
 
 def test_window_holds_the_model_square_plus_margin():
     assert window_size(64, 64) == 80 and window_size(64, 128) == 160 and window_size(256, 256) == 320
+
+
+def test_init_from_starts_a_new_pair_from_a_trained_model(people, tmp_path):
+    """A second pair with the same donor starts from the first pair's encoder and decoder B; with another
+    donor only the encoder is taken; a model of other sizes is refused with one line."""
+    first = tmp_path / "first"
+    # Another seed than the new pairs': their fresh decoder A cannot come out equal to the source's by chance.
+    train(people[0], people[1], first, config(iterations=2, seed=1), device="cpu", progress=False)
+    source = torch.load(first / "model.pt", weights_only=True)
+
+    same = tmp_path / "same_donor"
+    train(people[0], people[1], same, config(iterations=1, init_from=first), device="cpu", progress=False)
+    state = json.loads((same / "state.json").read_text())
+    assert state["init_from"]["parts"] == ["encoder", "decoder_b"]
+    started = torch.load(same / "model.pt", weights_only=True)  # after one Adam step (lr 5e-5) from the start
+    for key, value in started.items():
+        if not value.dtype.is_floating_point or value.numel() < 2:
+            continue
+        moved = float((value - source[key]).abs().max())
+        if key.startswith(("encoder.", "decoder_b.")):
+            assert moved < 1e-3, (key, moved)
+        elif key.startswith("decoder_a.") and key.endswith("weight"):
+            assert moved > 1e-2, (key, moved)  # a fresh decoder A, not the source's
+
+    other = tmp_path / "other_donor"
+    train(people[1], people[0], other, config(iterations=1, init_from=first), device="cpu", progress=False)
+    assert json.loads((other / "state.json").read_text())["init_from"]["parts"] == ["encoder"]
+
+    with pytest.raises(ConfigError, match="other architecture keys"):
+        train(people[0], people[1], tmp_path / "wider", config(iterations=1, init_from=first, width=32),
+              device="cpu", progress=False)
