@@ -34,21 +34,25 @@ from pipeline.atomic import write_json
 
 ROOT = Path(__file__).resolve().parents[1]
 ALL: tuple[str, ...] = ("extract", "train", "convert", "evaluate")
+# Parts run only when named in --only: quality trains for 20 minutes.
+KNOWN: tuple[str, ...] = ALL + ("quality",)
 FAMILIES: tuple[str, ...] = ("original", "dfaker", "villain")
 QUICK_FAMILIES: tuple[str, ...] = ("original",)
 DEFAULT_OUTPUT = Path("bench") / "results" / "bench.json"
-DEVICE_PARTS = ("extract", "train", "convert", "evaluate")  # the scripts that take --device
+DEVICE_PARTS = ("extract", "train", "convert", "evaluate", "quality")  # the scripts that take --device
 
 # Per part: the options of the full run and of --quick (the scripts' own defaults are the full settings).
-FULL_ARGS: dict[str, list[str]] = {"extract": [], "train": [], "convert": [], "evaluate": []}
+FULL_ARGS: dict[str, list[str]] = {"extract": [], "train": [], "convert": [], "evaluate": [], "quality": []}
 QUICK_ARGS: dict[str, list[str]] = {
     "extract": ["--frames", "48"],
     "train": ["--iterations", "2", "--warmup", "1", "--extract-every", "4"],
     "convert": ["--frames", "12"],
+    "quality": ["--minutes", "1", "--points", "2", "--width", "32", "--frames", "5", "--clip-seconds", "1"],
     "evaluate": ["--frames", "4", "--video", str(Path(__file__).resolve().parents[1] / "tests" / "data" / "video"
                                                / "talking_1.mp4")],
 }
-UNITS = {"extract": "frames/s", "train": "images/s", "convert": "frames/s", "evaluate": "frames/s"}
+UNITS = {"extract": "frames/s", "train": "images/s", "convert": "frames/s", "evaluate": "frames/s",
+         "quality": "SW-SW at the end of the budget (lower = the donor)"}
 
 
 def configure_parser(parser: argparse.ArgumentParser) -> None:
@@ -56,7 +60,8 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
                         help=f"the JSON to write (default {DEFAULT_OUTPUT}, relative to the current folder)")
     parser.add_argument("--device", default="auto", help="auto | cpu | cuda[:N], for extract, train and convert")
     parser.add_argument("--only", default=",".join(ALL),
-                        help=f"comma list of parts to run (default all: {','.join(ALL)})")
+                        help=f"comma list of parts to run (default: {','.join(ALL)}; also: quality, a 20-minute "
+                             "training curve)")
     parser.add_argument("--quick", action="store_true",
                         help="smallest settings that still measure the real code: a smoke run in minutes on a CPU")
     parser.add_argument("--families", default=None,
@@ -79,15 +84,15 @@ def _parse_part_args(entries: Sequence[str]) -> dict[str, list[str]]:
     out: dict[str, list[str]] = {}
     for entry in entries:
         part, sep, options = entry.partition("=")
-        if not sep or part.strip() not in ALL:
-            raise ValueError(f"--part-args {entry!r}: expected PART=OPTIONS with PART one of {', '.join(ALL)}")
+        if not sep or part.strip() not in KNOWN:
+            raise ValueError(f"--part-args {entry!r}: expected PART=OPTIONS with PART one of {', '.join(KNOWN)}")
         out.setdefault(part.strip(), []).extend(shlex.split(options))
     return out
 
 
 def run_command(args: argparse.Namespace, progress: bool) -> int:
     try:
-        only = _split_list(args.only, ALL, "--only: unknown part")
+        only = _split_list(args.only, KNOWN, "--only: unknown part")
         families = None if args.families is None else _split_list(args.families, FAMILIES, "--families: unknown")
         part_args = _parse_part_args(getattr(args, "part_args", None) or [])
     except ValueError as exc:
@@ -168,6 +173,11 @@ def _number(obj: Any, *keys: str) -> float | None:
     return float(obj) if isinstance(obj, (int, float)) and not isinstance(obj, bool) else None
 
 
+def _last_point(part: dict | None, key: str) -> float | None:
+    curve = (part or {}).get("curve") or []
+    return _number(curve[-1], key) if curve else None
+
+
 def summarize(parts: Mapping[str, dict]) -> dict:
     """The headline number of each part (None where the part did not run or failed)."""
     def body(name: str) -> dict | None:
@@ -188,6 +198,7 @@ def summarize(parts: Mapping[str, dict]) -> dict:
         "train_images_per_s": train_rates,
         "convert_fps": _number(convert, "color_avg", "frames_per_second"),  # default colour mode
         # The largest sample evaluated (1000 frames in a full run).
+        "quality_sw_sw": _last_point(body("quality"), "SW-SW_mean"),
         "evaluate_fps": _number(evaluate, "identity_pass", max((evaluate or {}).get("identity_pass", {}) or {"": 0},
                                                                key=lambda k: int(k) if k.isdigit() else -1),
                                 "frames_per_s"),
@@ -203,7 +214,7 @@ def run_all(out: Path, device: str = "auto", only: Sequence[str] = ALL, quick: b
     part's command line, e.g. {"extract": ["--video", "my.mp4"]}.
     """
     out = Path(out)
-    only = [part for part in ALL if part in set(only)]  # the fixed order, whatever order was given
+    only = [part for part in KNOWN if part in set(only)]  # the fixed order, whatever order was given
     families = list(families) if families else list(QUICK_FAMILIES if quick else FAMILIES)
     part_args = dict(part_args or {})
     started = _dt.datetime.now().astimezone()
@@ -237,7 +248,7 @@ def format_table(result: Mapping[str, Any]) -> str:
     """part | number | unit, one row per number (train: one per family); failures say so."""
     summary, parts = result["summary"], result["parts"]
     rows: list[tuple[str, str, str]] = []
-    for part in ALL:
+    for part in KNOWN:
         if part not in parts:
             continue
         failed = "error" in parts[part]
@@ -248,7 +259,7 @@ def format_table(result: Mapping[str, Any]) -> str:
             if not rates:
                 rows.append(("train", "failed", UNITS[part]))
             continue
-        value = summary[f"{part}_fps"]
+        value = summary["quality_sw_sw"] if part == "quality" else summary[f"{part}_fps"]
         rows.append((part, "failed" if value is None or failed else f"{value:g}", UNITS[part]))
     machine = result["machine"]
     gpu = machine.get("gpu") or "no GPU"
