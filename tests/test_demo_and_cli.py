@@ -67,6 +67,7 @@ def test_console_script_help_lists_commands():
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(1800)
 def test_the_300_iteration_demo_is_not_green(tmp_path, capsys):
     """The demo's default model (300 iterations) is an oval smear: hidden, but neither the donor nor the
     expression. Its verdict must say so, not show green."""
