@@ -96,7 +96,7 @@ def load_detector(model_dir: Path | None = None, device: str = "cpu") -> tuple[A
     if torch_device.type == "cuda" and not torch.cuda.is_available():
         return None, f"py-feat: device {device!r} asked for, but torch sees no CUDA device"
     try:
-        with _resources_at(model_dir), warnings.catch_warnings():
+        with _resources_at(model_dir), warnings.catch_warnings(), _grad_mode_kept():
             warnings.simplefilter("ignore")  # retinaface "no 6DoF pose" notice, sklearn/xgboost version notes
             detector = Detectorv1(device=torch_device, **DETECTOR_KWARGS)
             _preload_pose(detector)
@@ -117,6 +117,19 @@ def missing_files(folder: Path) -> list[str]:
         if not found:
             missing.append(f"{repo_id}/{names[0]}")
     return missing
+
+
+@contextlib.contextmanager
+def _grad_mode_kept() -> Iterator[None]:
+    """Building py-feat's Detector switches autograd off for the whole process (torch.set_grad_enabled(False)
+    somewhere inside); training in the same process would then fail. Put the caller's mode back."""
+    import torch
+
+    enabled = torch.is_grad_enabled()
+    try:
+        yield
+    finally:
+        torch.set_grad_enabled(enabled)
 
 
 @contextlib.contextmanager
@@ -170,7 +183,7 @@ def detect_aus(detector: Any, frames: Sequence[tuple[int, np.ndarray]], batch_si
         tensor = torch.from_numpy(stack).permute(0, 3, 1, 2)  # N,H,W,3 RGB -> N,3,H,W, what py-feat's readers give
         # detect() draws a tqdm bar even with progress_bar=False (a first pass over its loader): keep it off our
         # output, with py-feat's and sklearn's notices.
-        with contextlib.redirect_stderr(io.StringIO()), warnings.catch_warnings():
+        with contextlib.redirect_stderr(io.StringIO()), warnings.catch_warnings(), _grad_mode_kept():
             warnings.simplefilter("ignore")
             result = detector.detect(tensor, data_type="tensor", batch_size=len(indices), progress_bar=False)
         result = pd.DataFrame(result)

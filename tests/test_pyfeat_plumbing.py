@@ -276,3 +276,20 @@ def test_no_face_anywhere_gives_nan_rows(weights, frames, tmp_path):
     assert table.index.tolist() == [index for index, _ in frames[:3]]
     assert table.columns.tolist() == _au_names()
     assert table.isna().all().all()
+
+
+def test_py_feat_leaves_autograd_as_it_found_it(weights, frames):
+    """Building py-feat's Detector switched autograd off process-wide; in one process with training (a
+    batch worker, the test suite) every backward pass then failed. load_detector/detect_aus restore it."""
+    import torch
+
+    from reports.pyfeat_au import detect_aus, load_detector
+
+    assert torch.is_grad_enabled()
+    detector, reason = load_detector(weights)
+    assert reason is None and torch.is_grad_enabled()
+    detect_aus(detector, frames[:2], batch_size=2)
+    assert torch.is_grad_enabled()
+    x = torch.ones(2, requires_grad=True)
+    (x * 3).sum().backward()
+    assert x.grad is not None
