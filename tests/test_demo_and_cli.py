@@ -4,6 +4,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -76,3 +77,11 @@ def test_the_300_iteration_demo_is_not_green(tmp_path, capsys):
     verdict = json.loads((out / "runs" / "demo" / "evaluate" / "reports" / "summary.json").read_text())["verdict"]
     assert verdict["level"] != "ok", verdict
     assert "not the donor" in verdict["text"] or "expression lost" in verdict["text"], verdict
+
+
+def test_version_names_the_package_and_commit(capsys):
+    with pytest.raises(SystemExit) as stop:
+        main(["--version"])
+    assert stop.value.code == 0
+    line = capsys.readouterr().out.strip()
+    assert line.startswith("deid ") and ("commit" in line or not (Path(__file__).parents[1] / ".git").exists())

@@ -11,6 +11,7 @@ from pathlib import Path
 import cv2
 import ffmpeg
 import numpy as np
+import pandas as pd
 import pytest
 
 from pipeline.errors import DeidError
@@ -225,3 +226,30 @@ def test_au_asked_but_unavailable_is_said_once_at_the_start(clips, tmp_path, cap
     assert code == 0
     lines = [line for line in capsys.readouterr().err.splitlines() if "AU will not be computed" in line]
     assert len(lines) == 1 and "py-feat" in lines[0], lines
+
+
+def test_training_monitor_and_evaluate_measure_the_same_faces_alike(extracted, tmp_path):
+    """identity.csv during training predicts the report: the monitor's function (FaceIdentity.embed_largest,
+    what stages/train.py measures A->B crops with) and evaluate's identity pass give the same distances for
+    the same crops (here: aligned faces of talking_1, evaluated as an image folder against two of them)."""
+    import shutil
+
+    import torch
+
+    from models.face_identity import FaceIdentity
+    from stages.media import read_image_rgb
+
+    crops = sorted((extracted("video/talking_1.mp4") / "faces").glob("*.png"))[:40:4]
+    folder = tmp_path / "crops"
+    folder.mkdir()
+    for crop in crops:
+        shutil.copy(crop, folder / crop.name)
+    images = [read_image_rgb(p) for p in crops]
+    monitor = FaceIdentity(torch.device("cpu"), min_face_size=20).embed_largest(images)
+    s = evaluate(folder, folder, crops[0], crops[1], tmp_path / "ev",
+                 EvaluateConfig(frames=len(crops), au="none", parrot="none", min_face_size=20), progress=False)
+    table = pd.read_csv(tmp_path / "ev" / "reports" / "identity.csv")
+    expected = np.linalg.norm(monitor - monitor[0], axis=1)
+    assert s.frames_sampled == len(crops) and np.isfinite(expected).all()
+    assert np.abs(table["SW-OR"].to_numpy() - expected).max() < 1e-6
+    assert np.abs(table["SW-SW"].to_numpy() - np.linalg.norm(monitor - monitor[1], axis=1)).max() < 1e-6
