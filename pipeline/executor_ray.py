@@ -223,8 +223,8 @@ def _from_deid_root() -> Iterator[None]:
         if previous is not None:
             try:
                 os.chdir(previous)
-            except OSError:
-                pass
+            except OSError:  # removed meanwhile: deid's folder is as good a place as any to stay in
+                log.debug("could not return to %s", previous)
 
 
 def _pair_result(ray: Any, config: PipelineConfig, refs: list[tuple[Any, bool]], started: float) -> PairResult:
