@@ -440,15 +440,39 @@ def _swaps(s: _Session, side: str, count: int) -> tuple[Batch, dict[str, torch.T
 
 
 def _preview(s: _Session) -> None:
-    """previews/<iteration>.jpg: one row per face; columns A, A->A, A->B, B, B->B, B->A."""
+    """previews/<iteration>.jpg: labelled columns A, A->A, A->B, B, B->B, B->A, one row per face, and the
+    last identity check's distances in the header."""
     (a, a_out), (b, b_out) = _swaps(s, "a", PREVIEW_FACES), _swaps(s, "b", PREVIEW_FACES)
     rows = min(len(a.target), len(b.target))
     columns = [a.target, a_out["a"], a_out["b"], b.target, b_out["b"], b_out["a"]]
     grid = torch.cat([torch.cat([c[:rows] for c in columns], dim=3)[i] for i in range(rows)], dim=1)
     image = (grid.permute(1, 2, 0).cpu().numpy() * 255).round().astype(np.uint8)
+    image = np.concatenate([_preview_header(image.shape[1] // len(columns), s), image])
     path = s.model_dir / "previews" / f"{s.iteration:07d}.jpg"
     write_image(path, cv2.cvtColor(image, cv2.COLOR_RGB2BGR), [cv2.IMWRITE_JPEG_QUALITY, 92])
     s.last_preview = path
+
+
+PREVIEW_COLUMNS = ("A", "A->A", "A->B", "B", "B->B", "B->A")
+
+
+def _preview_header(cell: int, s: _Session) -> np.ndarray:
+    """White rows above the preview grid: the column labels, then the last identity check's distances."""
+    lines = [None]
+    ident = s.last_identity
+    if ident and ident.get("a2b_to_a") is not None:
+        lines.append(f"it {ident['iteration']}: A->B {ident['a2b_to_a']:.2f} from A, {ident['a2b_to_b'] or float('nan'):.2f}"
+                     f" from B")
+    line_height = max(14, cell // 4)
+    header = np.full((line_height * len(lines), cell * len(PREVIEW_COLUMNS), 3), 255, np.uint8)
+    scale = line_height / 30.0
+    for i, label in enumerate(PREVIEW_COLUMNS):
+        cv2.putText(header, label, (i * cell + 2, int(line_height * 0.75)), cv2.FONT_HERSHEY_SIMPLEX, scale,
+                    (0, 0, 0), 1, cv2.LINE_AA)
+    if len(lines) > 1:
+        cv2.putText(header, lines[1], (2, int(line_height * 1.75)), cv2.FONT_HERSHEY_SIMPLEX, scale, (0, 0, 0), 1,
+                    cv2.LINE_AA)
+    return header
 
 
 def _identity(s: _Session) -> None:

@@ -80,8 +80,11 @@ def test_original_learns_two_real_people_and_writes_previews(trained):
 
     previews = sorted(p.name for p in (trained.dir / "previews").iterdir())
     assert previews == ["0000100.jpg", "0000150.jpg", "0000200.jpg", "0000300.jpg"]  # every 100 and at each stop
-    grid = cv2.imread(str(trained.dir / "previews" / "0000300.jpg"))
-    assert grid.shape == (4 * 64, 6 * 64, 3)  # 4 faces x (A, A->A, A->B, B, B->B, B->A) at 64 px
+    image = cv2.imread(str(trained.dir / "previews" / "0000300.jpg"))
+    header = image.shape[0] - 4 * 64  # column labels and the identity line above the faces
+    assert image.shape[1:] == (6 * 64, 3) and header > 0  # 4 faces x (A, A->A, A->B, B, B->B, B->A) at 64 px
+    assert (image[:header] < 128).mean() > 0.01  # text on the white header
+    grid = image[header:]
     cells = [grid[:64, 64 * i:64 * (i + 1)].astype(float) for i in range(6)]
     # The reconstruction A->A is closer to A than the swap A->B is: the decoders are not the same map.
     assert np.abs(cells[1] - cells[0]).mean() < np.abs(cells[2] - cells[0]).mean()
