@@ -16,6 +16,8 @@ import numpy as np
 import pytest
 import torch
 
+from tests.fixtures.make_dlib_descriptors import load  # the media read exactly as the fixture was made
+
 DATA = Path(__file__).resolve().parent / "data"
 FIXTURE = Path(__file__).resolve().parent / "fixtures" / "dlib_face_descriptors.npz"
 TOLERANCE = 1e-3  # Euclidean, on descriptors of norm ~1.4 whose same-person threshold is 0.6
@@ -26,21 +28,6 @@ pytestmark = [
     pytest.mark.skipif(importlib.util.find_spec("face_recognition_models") is None,
                        reason="dlib's model file comes from face_recognition_models, which is not installed"),
 ]
-
-
-def load(rel: str, frame: int) -> np.ndarray:
-    """RGB uint8, read as make_dlib_descriptors.py reads it (video frames decoded in order)."""
-    import cv2
-    if frame < 0:
-        image = cv2.imread(str(DATA / rel))
-    else:
-        capture = cv2.VideoCapture(str(DATA / rel))
-        for _ in range(frame + 1):
-            ok, image = capture.read()
-            assert ok, f"{rel} has no frame {frame}"
-        capture.release()
-    assert image is not None, rel
-    return cv2.cvtColor(image, cv2.COLOR_BGR2RGB)
 
 
 @pytest.fixture(scope="module")
