@@ -131,7 +131,7 @@ def watch_sockets(process: subprocess.Popen, timeout: float) -> set[tuple[str, s
         try:
             seen |= listening_sockets([root, *root.children(recursive=True)])
         except psutil.Error:
-            pass
+            pass  # the process ended between listing and asking: nothing left to check or stop
         time.sleep(0.5)
     return seen
 

@@ -78,7 +78,7 @@ def _stop(processes, known: list) -> None:
             if leftover.is_running():
                 leftover.kill()
         except psutil.Error:
-            pass
+            pass  # the process ended between listing and asking: nothing left to check or stop
 
 
 def _wait_for_nodes(env: dict, address: str, count: int, timeout: float) -> None:
