@@ -36,7 +36,6 @@ ROOT = Path(__file__).resolve().parents[1]
 ALL: tuple[str, ...] = ("extract", "train", "convert", "evaluate")
 # Parts run only when named in --only: quality trains for 20 minutes.
 KNOWN: tuple[str, ...] = ALL + ("quality",)
-FAMILIES: tuple[str, ...] = ("original", "dfaker", "villain")
 QUICK_FAMILIES: tuple[str, ...] = ("original",)
 DEFAULT_OUTPUT = Path("bench") / "results" / "bench.json"
 DEVICE_PARTS = ("extract", "train", "convert", "evaluate", "quality")  # the scripts that take --device
@@ -55,6 +54,13 @@ UNITS = {"extract": "frames/s", "train": "images/s", "convert": "frames/s", "eva
          "quality": "SW-SW at the end of the budget (lower = the donor)"}
 
 
+def registered_families() -> tuple[str, ...]:
+    """Every registered model family (models/swap/ and any plugin in $DEID_PLUGINS): the train part's default."""
+    from models.swap import FAMILIES  # imports torch: only when a list is needed
+
+    return FAMILIES.names()
+
+
 def configure_parser(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("-o", "--output", type=Path, default=DEFAULT_OUTPUT,
                         help=f"the JSON to write (default {DEFAULT_OUTPUT}, relative to the current folder)")
@@ -65,7 +71,7 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--quick", action="store_true",
                         help="smallest settings that still measure the real code: a smoke run in minutes on a CPU")
     parser.add_argument("--families", default=None,
-                        help=f"model families for train (default {','.join(FAMILIES)}; "
+                        help=f"model families for train (default {','.join(registered_families())}; "
                              f"with --quick {','.join(QUICK_FAMILIES)})")
     parser.add_argument("--part-args", action="append", default=[], metavar="PART=OPTIONS",
                         help="extra options for one part's script, e.g. 'extract=--video my.mp4' (repeatable)")
@@ -93,7 +99,8 @@ def _parse_part_args(entries: Sequence[str]) -> dict[str, list[str]]:
 def run_command(args: argparse.Namespace, progress: bool) -> int:
     try:
         only = _split_list(args.only, KNOWN, "--only: unknown part")
-        families = None if args.families is None else _split_list(args.families, FAMILIES, "--families: unknown")
+        families = (None if args.families is None
+                    else _split_list(args.families, registered_families(), "--families: unknown"))
         part_args = _parse_part_args(getattr(args, "part_args", None) or [])
     except ValueError as exc:
         print(f"deid bench: error: {exc}", file=sys.stderr)
@@ -210,12 +217,12 @@ def run_all(out: Path, device: str = "auto", only: Sequence[str] = ALL, quick: b
             part_args: Mapping[str, Sequence[str]] | None = None) -> dict:
     """Run the chosen parts one after the other, each in its own process; write and return the JSON.
 
-    `families` defaults to all three (only `original` with `quick`). `part_args` adds options to one
+    `families` defaults to every registered family (only `original` with `quick`). `part_args` adds options to one
     part's command line, e.g. {"extract": ["--video", "my.mp4"]}.
     """
     out = Path(out)
     only = [part for part in KNOWN if part in set(only)]  # the fixed order, whatever order was given
-    families = list(families) if families else list(QUICK_FAMILIES if quick else FAMILIES)
+    families = list(families) if families else list(QUICK_FAMILIES if quick else registered_families())
     part_args = dict(part_args or {})
     started = _dt.datetime.now().astimezone()
     start = time.perf_counter()

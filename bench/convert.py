@@ -34,7 +34,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--frames", type=int, default=120)
     parser.add_argument("--device", default="auto")
-    parser.add_argument("--model", default="original", choices=("original", "dfaker", "villain"))
+    from models.swap import FAMILIES
+
+    parser.add_argument("--model", default="original", choices=FAMILIES.names())
     parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "convert.json")
     args = parser.parse_args()
 

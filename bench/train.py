@@ -88,7 +88,10 @@ def main() -> None:
     parser.add_argument("--a", type=Path, help="extract output of person A (default: talking_1.mp4 extracted)")
     parser.add_argument("--b", type=Path, help="extract output of person B (default: talking_2.mp4 extracted)")
     parser.add_argument("--device", default="auto")
-    parser.add_argument("--families", default="original,dfaker,villain")
+    from models.swap import FAMILIES
+
+    parser.add_argument("--families", default=",".join(FAMILIES.names()),
+                        help="comma list of registered model families (default: all of them)")
     parser.add_argument("--iterations", type=int, default=5, help="timed iterations per family")
     parser.add_argument("--warmup", type=int, default=2, help="untimed iterations first")
     parser.add_argument("--extract-every", type=int, default=1,

@@ -118,7 +118,13 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("a_dir", type=Path, help="faces of A, the person to hide (extract or clean folder)")
     train.add_argument("b_dir", type=Path, help="faces of B, the donor (extract or clean folder)")
     train.add_argument("-o", "--output", type=Path, required=True, help="model folder (resumed if it exists)")
-    train.add_argument("--model", choices=("original", "dfaker", "villain"), default=None)
+    from models.swap import FAMILIES
+
+    train.add_argument("--model", choices=FAMILIES.names(), default=None, help="model family (default original)")
+    train.add_argument("--width", type=int, default=None,
+                       help="base channel count (train.width; 0 = the family's default)")
+    train.add_argument("--latent", type=int, default=None,
+                       help="dense bottleneck size (train.latent; 0 = the family's default)")
     train.add_argument("--iterations", type=int, default=None, help="total iterations to reach")
     train.add_argument("--minutes", type=float, default=None, help="stop after this many minutes (0 = no limit)")
     train.add_argument("--batch-size", type=int, default=None)
@@ -172,7 +178,11 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("-o", "--output", type=Path, required=True, help="output folder (reports/ inside)")
     ev.add_argument("--frames", type=int, default=1000, help="frames sampled (default 1000)")
     ev.add_argument("--seed", type=int, default=0)
-    ev.add_argument("--au", choices=("pyfeat", "openface", "pyfeat-csv", "none"), default="pyfeat")
+    from reports.au_source import AU_SOURCES
+
+    ev.add_argument("--au", choices=AU_SOURCES.names(), default="pyfeat",
+                    help="where AU intensities come from (default pyfeat; openface and pyfeat-csv read --au-original "
+                         "and --au-swapped)")
     ev.add_argument("--au-original", type=Path, default=None, help="AU CSV of the original (openface / pyfeat-csv)")
     ev.add_argument("--au-swapped", type=Path, default=None, help="AU CSV of the swapped video")
     ev.add_argument("--gallery", type=Path, default=None, help="folder of identities (one sub-folder per person)")

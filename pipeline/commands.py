@@ -59,9 +59,9 @@ def run_train(args: argparse.Namespace, progress: bool) -> None:
     from stages.train import train
 
     base = load_config(args.config).train if args.config else PipelineConfig().train
-    overrides = {k: v for k, v in (("model", args.model), ("iterations", args.iterations),
-                                   ("minutes", args.minutes), ("batch_size", args.batch_size),
-                                   ("init_from", args.init_from)) if v is not None}
+    overrides = {k: v for k, v in (("model", args.model), ("width", args.width), ("latent", args.latent),
+                                   ("iterations", args.iterations), ("minutes", args.minutes),
+                                   ("batch_size", args.batch_size), ("init_from", args.init_from)) if v is not None}
     try:
         config = dataclasses.replace(base, **overrides)
     except ConfigError as exc:

@@ -39,6 +39,11 @@ class Registry(Generic[T]):
         for module in self._builtins:
             importlib.import_module(module)
         load_external_plugins()
+        # Built-ins in their listed order, then plugins: a module imported directly before the first
+        # lookup (models.swap.villain, say) registers early, and must not reorder choices and messages.
+        rank = {module: i for i, module in enumerate(self._builtins)}
+        self._entries = dict(sorted(self._entries.items(),
+                                    key=lambda item: rank.get(getattr(item[1], "__module__", ""), len(rank))))
 
     def names(self) -> tuple[str, ...]:
         self._load()

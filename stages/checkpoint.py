@@ -49,9 +49,10 @@ from typing import IO, Any, Callable, Iterator, Mapping
 
 import torch
 
-from models.swap import SwapModel, build_model
+from models.swap import FAMILIES, SwapModel, build_model
 from pipeline.atomic import atomic_path, write_json
 from pipeline.errors import DeidError
+from pipeline.plugins import PLUGINS_ENV
 
 log = logging.getLogger("deid.train")
 
@@ -400,6 +401,10 @@ def load_model(model_dir: Path, device: torch.device | str = "cpu") -> tuple[Swa
     if saved is None:
         raise DeidError(f"{model_dir}: no trained model (no state.json); run `deid train` first")
     frozen = saved.state.get("frozen", {})
+    if isinstance(frozen.get("model"), str) and frozen["model"] not in FAMILIES.names():
+        # A model trained with a plugin family: the folder is fine, this process lacks the plugin.
+        raise DeidError(f"{model_dir}: trained as model family {frozen['model']!r}, which is not registered here "
+                        f"(registered: {', '.join(FAMILIES.names())}); name its plugin module in {PLUGINS_ENV}")
     try:
         model = build_model(frozen["model"], **{key: frozen[key] for key in ARCH_KEYS if key in frozen})
         model.load_state_dict(saved.model)

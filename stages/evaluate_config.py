@@ -12,7 +12,6 @@ from typing import Literal
 
 from pipeline.errors import ConfigError
 
-AuSource = Literal["pyfeat", "openface", "pyfeat-csv", "none"]
 ParrotMode = Literal["auto", "blur", "pixelate", "none"]
 
 
@@ -21,7 +20,8 @@ class EvaluateConfig:
     frames: int = 1000                      # frames sampled (same indices in both videos); all if fewer
     seed: int = 0                           # seed of the frame sample
     threshold: float = 0.6                  # face_recognition distance below which a face is "the same person"
-    au: AuSource = "pyfeat"                 # where AU intensities come from; CSV routes need au_original/au_swapped
+    au: str = "pyfeat"                      # a registered AU source (reports/au_source/); table sources need
+                                            # au_original/au_swapped
     au_original: Path | None = None         # AU table of the original (py-feat CSV or OpenFace CSV)
     au_swapped: Path | None = None          # AU table of the swapped video
     gallery: Path | None = None             # folder with one sub-folder of photos per person: rank-1/5 identification
@@ -53,7 +53,6 @@ class EvaluateConfig:
         if isinstance(self.threshold, bool) or not isinstance(self.threshold, (int, float)) \
                 or not 0.0 < float(self.threshold) < 2.0:
             raise ConfigError(f"evaluate.threshold must be a number in 0..2 (face_recognition distance), got {self.threshold!r}")
-        _choice("au", self.au, typing.get_args(AuSource))
         _choice("parrot", self.parrot, typing.get_args(ParrotMode))
         for key in ("au_original", "au_swapped", "gallery", "pyfeat_model_dir"):
             value = getattr(self, key)
@@ -61,7 +60,9 @@ class EvaluateConfig:
                 raise ConfigError(f"evaluate.{key} must be a path, got {value!r}")
             if isinstance(value, str):
                 object.__setattr__(self, key, Path(value))
-        if self.au in ("openface", "pyfeat-csv"):
+        from reports.au_source import AU_SOURCES
+
+        if AU_SOURCES.get(self.au, "evaluate.au").needs_tables:
             for key in ("au_original", "au_swapped"):
                 if getattr(self, key) is None:
                     raise ConfigError(f"evaluate.{key} is required with evaluate.au: {self.au} (the AU table computed elsewhere)")

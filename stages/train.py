@@ -41,7 +41,7 @@ import torch.nn.functional as F
 from pytorch_msssim import ssim
 
 from models.device import resolve_device
-from models.swap import MODEL_FAMILIES, SwapModel, build_model
+from models.swap import SwapModel, build_model, family
 from pipeline.atomic import write_image, write_text
 from pipeline.errors import ConfigError, DeidError
 from stages import checkpoint
@@ -76,8 +76,7 @@ def train(a_dir: Path, b_dir: Path, model_dir: Path, config: TrainConfig, device
         previous = checkpoint.load(model_dir, torch_device)
         if previous is not None:
             checkpoint.check_frozen(previous.state, frozen, model_dir)
-        family = MODEL_FAMILIES[config.model]
-        batch_size = config.batch_size or family.batch_size
+        batch_size = config.batch_size or family(config.model).batch_size
         window = Window(window_size(frozen["input_size"], frozen["output_size"]), config.centering,
                         frozen["coverage"], config.mask)
         faces = {"a": FaceSet.load("A_DIR", a_dir, window, torch_device),

@@ -16,7 +16,6 @@ from typing import Literal
 from models.alignment import Centering
 from pipeline.errors import ConfigError
 
-ModelName = Literal["original", "dfaker", "villain"]
 TrainCentering = Centering  # one definition: models/alignment.py
 TrainMask = Literal["extended", "components"]
 
@@ -24,7 +23,8 @@ TrainMask = Literal["extended", "components"]
 @dataclass(frozen=True)
 class TrainConfig:
     # what is trained (model .. coverage are frozen into state.json by a model's first run)
-    model: ModelName = "original"      # original (64 px) | dfaker (64 -> 128 px, learned mask) | villain (256 px)
+    model: str = "original"            # a registered model family (models/swap/): original (64 px) | dfaker
+                                       # (64 -> 128 px, learned mask) | villain (256 px) | a plugin's
     input_size: int = 0                # px the encoder sees; 0 = the family's default
     output_size: int = 0               # px the decoders draw; 0 = the family's default
     width: int = 0                     # base channel count; 0 = the family's default (128, 128, 64)
@@ -65,6 +65,9 @@ class TrainConfig:
                                        # when its donor is this pair's donor, checked by identity)
 
     def __post_init__(self) -> None:
+        from models.swap import family  # the registry imports torch: only when a config is built
+
+        family(self.model, "train.model")
         for key, low in (("input_size", 16), ("output_size", 16)):
             value = getattr(self, key)
             if value and (value < low or value > 1024 or value & (value - 1)):

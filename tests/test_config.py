@@ -48,6 +48,7 @@ def test_unknown_top_level_key(tmp_path):
     ("extract:\n  size: big\n", "extract.size must be an integer"),
     ("extract:\n  size: true\n", "extract.size must be an integer"),
     ("extract:\n  detector: s3fd\n", "extract.detector must be one of mtcnn, hog"),
+    ("train:\n  model: gan\n", "train.model must be one of original, dfaker, villain; got 'gan'"),
     ("extract:\n  masks: extended\n", "extract.masks must be a list"),
     ("extract:\n  masks: [extended, neural]\n", "extract.masks[1] must be one of"),
     ("device: gpu\n", "device must be one of auto, cpu, cuda"),

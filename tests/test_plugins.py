@@ -1,5 +1,6 @@
-"""Plugins: a colour correction, a detector and an obfuscation method, each in one throwaway file outside
-the repository, run through `deid convert` / `deid extract` / `deid protect` from the command line.
+"""Plugins: a colour correction, a detector, an obfuscation method, a swap model family and an AU source,
+each in one throwaway file outside the repository, run through `deid convert` / `deid extract` /
+`deid protect` / `deid train` / `deid evaluate` from the command line.
 
 Nothing of deid is edited: the files are found through $DEID_PLUGINS (module names) and PYTHONPATH, as
 the README's "Adding a plugin" section says.
@@ -64,19 +65,68 @@ class White:
         return np.full_like(frame, 255)
 '''
 
+FAMILY = '''
+from models.swap import FAMILIES
+from models.swap.original import Original
+
+@FAMILIES.register("test-small")
+class Small(Original):
+    """Throwaway: `original` with defaults of its own, 32 px in and out."""
+    input_size = 32
+    output_size = 32
+    batch_size = 2
+
+    def __init__(self, input_size=32, output_size=32, width=16, latent=32):
+        super().__init__(input_size, output_size, width, latent)
+'''
+
+AU_SOURCE = '''
+import pandas as pd
+from reports.au_source import AU_SOURCES, AuPlugin
+
+@AU_SOURCES.register("test-brightness")
+class Brightness(AuPlugin):
+    """Throwaway: "AU" columns from each frame's mean R, G, B, so the test can see the frames streamed through."""
+    def __init__(self, config, device):
+        super().__init__(config, device)
+        self.streaming = True
+        self.rows = {"original": {}, "swapped": {}}
+
+    def add(self, label, frames):
+        for index, frame in frames:
+            self.rows[label][index] = frame.reshape(-1, 3).mean(0) / 255
+
+    def tables(self):
+        return tuple(pd.DataFrame.from_dict(self.rows[side], orient="index", columns=["AU01", "AU02", "AU04"])
+                     .rename_axis("frame") for side in ("original", "swapped"))
+'''
+
+PLUGINS = {"my_colour": COLOUR, "my_detector": DETECTOR, "my_obfuscation": OBFUSCATION, "my_family": FAMILY,
+           "my_au": AU_SOURCE}
+
 
 @pytest.fixture(scope="module")
 def plugin_env(tmp_path_factory) -> dict[str, str]:
     folder = tmp_path_factory.mktemp("plugins")
-    for name, text in (("my_colour", COLOUR), ("my_detector", DETECTOR), ("my_obfuscation", OBFUSCATION)):
+    for name, text in PLUGINS.items():
         (folder / f"{name}.py").write_text(text)
-    return {**os.environ, "DEID_PLUGINS": "my_colour,my_detector,my_obfuscation",
+    return {**os.environ, "DEID_PLUGINS": ",".join(PLUGINS),
             "PYTHONPATH": os.pathsep.join([str(folder), str(ROOT)])}
 
 
 @pytest.fixture(scope="module")
 def clip(tmp_path_factory, data_dir) -> Path:
     return cut_clip(data_dir / "video" / "talking_1.mp4", tmp_path_factory.mktemp("clip") / "clip.mp4", 0.6)
+
+
+@pytest.fixture(scope="module")
+def clip_faces(tmp_path_factory, clip) -> Path:
+    from pipeline.config import ExtractConfig
+    from stages.extract import extract
+
+    faces = tmp_path_factory.mktemp("faces")
+    extract(clip, faces, ExtractConfig(), device="cpu", progress=False)
+    return faces
 
 
 def _deid(env: dict[str, str], *args: str) -> subprocess.CompletedProcess:
@@ -88,10 +138,14 @@ def test_plugin_names_reach_the_cli_choices(plugin_env):
     help_text = _deid(plugin_env, "convert", "--help").stdout
     assert "test-grey" in help_text and "test-white" in help_text
     assert "test-counting" in _deid(plugin_env, "extract", "--help").stdout
+    assert "test-small" in _deid(plugin_env, "train", "--help").stdout
+    assert "test-brightness" in _deid(plugin_env, "evaluate", "--help").stdout
     # Without the variable the names are unknown: one line naming the choices.
     plain = {k: v for k, v in plugin_env.items() if k != "DEID_PLUGINS"}
     result = _deid(plain, "protect", "x.mp4", "-o", "out", "--method", "test-white")
     assert result.returncode == 2 and "invalid choice: 'test-white'" in result.stderr
+    result = _deid(plain, "train", "a", "b", "-o", "m", "--model", "test-small")
+    assert result.returncode == 2 and "invalid choice: 'test-small'" in result.stderr
 
 
 def test_a_detector_plugin_runs_through_extract(plugin_env, clip, tmp_path):
@@ -115,17 +169,48 @@ def test_an_obfuscation_plugin_runs_through_protect(plugin_env, clip, tmp_path):
     assert (frame.min(axis=2) > 245).mean() > (original.min(axis=2) > 245).mean() + 0.02  # a white face region
 
 
-def test_a_colour_plugin_runs_through_convert(plugin_env, clip, tiny_model, tmp_path):
-    from pipeline.config import ExtractConfig
-    from stages.extract import extract
-
-    faces = tmp_path / "faces"
-    extract(clip, faces, ExtractConfig(), device="cpu", progress=False)
+def test_a_colour_plugin_runs_through_convert(plugin_env, clip, clip_faces, tiny_model, tmp_path):
     out = tmp_path / "grey.mp4"
-    result = _deid(plugin_env, "convert", str(clip), "--faces", str(faces), "--model", str(tiny_model), "-o", str(out),
-                   "--color", "test-grey", "--fallback", "test-white", "--min-face", "40", "--device", "cpu",
-                   "--allow-leaks")
+    result = _deid(plugin_env, "convert", str(clip), "--faces", str(clip_faces), "--model", str(tiny_model),
+                   "-o", str(out), "--color", "test-grey", "--fallback", "test-white", "--min-face", "40",
+                   "--device", "cpu", "--allow-leaks")
     assert result.returncode == 0, result.stderr
     frames = [f for _, f in iter_frames(probe(out))]
     grey = [np.mean(np.all(np.abs(f.astype(int) - 128) <= 3, axis=2)) for f in frames]
     assert np.mean(grey) > 0.02, grey  # the swapped face arrives as flat grey
+
+
+def test_a_model_family_plugin_trains_and_is_recorded(plugin_env, clip_faces, tmp_path):
+    model_dir = tmp_path / "model"
+    result = _deid(plugin_env, "train", str(clip_faces), str(clip_faces), "-o", str(model_dir), "--model", "test-small",
+                   "--width", "8", "--latent", "16", "--iterations", "2", "--device", "cpu")
+    assert result.returncode == 0, result.stderr
+    state = json.loads((model_dir / "state.json").read_text())
+    assert state["iteration"] == 2
+    # The family's own defaults (32 px, batch 2) and the sizes given on the command line are what was trained.
+    assert {key: state["frozen"][key] for key in ("model", "input_size", "output_size", "width", "latent")} == \
+        {"model": "test-small", "input_size": 32, "output_size": 32, "width": 8, "latent": 16}
+    assert state["runs"][-1]["batch_size"] == 2
+
+    # Without the plugin the folder is not taken for a damaged one: the message names the family and the fix.
+    from pipeline.errors import DeidError
+    from stages.checkpoint import load_model
+
+    with pytest.raises(DeidError, match="'test-small', which is not registered here.*DEID_PLUGINS"):
+        load_model(model_dir)
+
+
+def test_an_au_source_plugin_runs_through_evaluate(plugin_env, clip, data_dir, tmp_path):
+    import cv2
+
+    ref = tmp_path / "ref.jpg"
+    cv2.imwrite(str(ref), cv2.cvtColor(next(iter_frames(probe(clip)))[1], cv2.COLOR_RGB2BGR))
+    out = tmp_path / "ev"
+    result = _deid(plugin_env, "evaluate", "--original", str(clip), "--swapped", str(clip), "--ref-original", str(ref),
+                   "--ref-donor", str(data_dir / "identities" / "obama" / "1.jpg"), "-o", str(out), "--frames", "4",
+                   "--au", "test-brightness", "--parrot", "none", "--device", "cpu")
+    assert result.returncode == 0, result.stderr
+    au = json.loads((out / "reports" / "summary.json").read_text())["au"]
+    assert au["computed"] and au["source"] == "test-brightness"
+    assert au["alignment"]["aus"] == ["AU01", "AU02", "AU04"] and au["alignment"]["frames_paired"] == 4
+    assert au["rmse_mean"] == 0.0  # the same video twice: the same numbers

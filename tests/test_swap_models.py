@@ -7,8 +7,9 @@ import io
 import pytest
 import torch
 
-from models.swap import MODEL_FAMILIES, build_model
+from models.swap import FAMILIES, build_model, family
 from models.swap.blocks import Residual, Upscale
+from pipeline.errors import ConfigError
 
 
 @pytest.fixture(autouse=True)
@@ -47,7 +48,7 @@ def test_family_forward_backward_at_default_size(name, size_in, size_out, has_ma
     assert all(g is None for g in grads["decoder_b"])
 
 
-@pytest.mark.parametrize("name", list(MODEL_FAMILIES))
+@pytest.mark.parametrize("name", list(FAMILIES.names()))
 def test_sides_use_their_own_decoder(name):
     model = build_model(name, input_size=64, width=16, latent=32)
     x = torch.rand(1, 3, model.input_size, model.input_size)
@@ -61,9 +62,9 @@ def test_sides_use_their_own_decoder(name):
         model(x, "c")
 
 
-@pytest.mark.parametrize("name", list(MODEL_FAMILIES))
+@pytest.mark.parametrize("name", list(FAMILIES.names()))
 def test_sizes_and_latent_are_configurable_and_frozen_in_arch(name):
-    cls = MODEL_FAMILIES[name]
+    cls = family(name)
     small = build_model(name, input_size=64, output_size=128, width=16, latent=64)
     assert small.arch() == {"model": name, "input_size": 64, "output_size": 128, "width": 16, "latent": 64}
     rgb, _ = small(torch.rand(1, 3, 64, 64), "b")
@@ -81,9 +82,17 @@ def test_sizes_and_latent_are_configurable_and_frozen_in_arch(name):
 def test_unknown_family_is_a_clear_error():
     with pytest.raises(ValueError, match="unknown model 'gan'.*original, dfaker, villain"):
         build_model("gan")
+    with pytest.raises(ConfigError, match="train.model must be one of original, dfaker, villain; got 'gan'"):
+        family("gan", "train.model")
 
 
-@pytest.mark.parametrize("name", list(MODEL_FAMILIES))
+def test_the_registered_name_is_the_name_a_checkpoint_records():
+    assert FAMILIES.names()[:3] == ("original", "dfaker", "villain")
+    for name in FAMILIES.names():
+        assert family(name).name == name  # set by the registration: DFaker does not inherit Original's
+
+
+@pytest.mark.parametrize("name", list(FAMILIES.names()))
 def test_state_dict_is_weights_only_and_carries_the_iteration(name):
     model = build_model(name, input_size=64, width=8, latent=16)
     model.iteration.fill_(1234)
@@ -112,7 +121,7 @@ def test_icnr_upscale_starts_without_checkerboard():
     assert not torch.allclose(out[..., 0::2, 0::2], out[..., 1::2, 1::2])
 
 
-@pytest.mark.parametrize("name", list(MODEL_FAMILIES))
+@pytest.mark.parametrize("name", list(FAMILIES.names()))
 def test_every_convolution_pads_by_reflection(name):
     model = build_model(name, input_size=64, width=8, latent=16)
     convs = [m for m in model.modules() if isinstance(m, torch.nn.Conv2d)]

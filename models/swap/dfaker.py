@@ -10,14 +10,15 @@ from __future__ import annotations
 
 from torch import nn
 
+from models.swap import FAMILIES
 from models.swap.blocks import Residual, Upscale, conv
 from models.swap.original import Original
 
 
+@FAMILIES.register("dfaker")
 class DFaker(Original):
     """`original`'s encoder and constructor checks; only the decoders and the defaults differ."""
 
-    name = "dfaker"
     output_size = 128
     learns_mask = True
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from torch import nn
 
+from models.swap import FAMILIES
 from models.swap.blocks import ConvBlock, Dense, SwapModel, Upscale, conv, log2_int
 
 
@@ -31,8 +32,8 @@ def dense_encoder(input_size: int, width: int, latent: int) -> tuple[nn.Sequenti
     return nn.Sequential(*layers), channels // 2
 
 
+@FAMILIES.register("original")
 class Original(SwapModel):
-    name = "original"
     input_size = 64
     output_size = 64
     coverage = 0.875

@@ -18,13 +18,14 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from models.swap import FAMILIES
 from models.swap.blocks import ConvBlock, Dense, Residual, SwapModel, Upscale, conv, log2_int
 
 RESIDUAL_MAX_SIZE = 64  # residual blocks only on maps up to this size: above it they cost more than they add
 
 
+@FAMILIES.register("villain")
 class Villain(SwapModel):
-    name = "villain"
     input_size = 256
     output_size = 256
     coverage = 0.875

@@ -1,0 +1,113 @@
+"""Where an evaluation's Action Unit intensities come from: a registry of AU sources, one module each.
+
+Built in: `pyfeat` (py-feat on the sampled frames), `openface` and `pyfeat-csv` (tables computed
+elsewhere, evaluate.au_original / au_swapped), `none`. A source is a class registered with
+`@AU_SOURCES.register("name")`, best a subclass of `AuPlugin` for its defaults; `evaluate.au` /
+`deid evaluate --au` choices are the registered names. `AuSource` below is what the evaluate stage
+holds: it drives the chosen plugin and compares its two tables (reports/au.py), so a plugin only says
+where the numbers come from, and the summary's `au` section keeps one shape whatever the source.
+
+A streaming source gets the frames batch by batch as the videos stream past, so memory stays bounded by
+the batch, not by the sample. A source that fails at run time is reported, never allowed to lose the
+identity results.
+"""
+from __future__ import annotations
+
+import logging
+import sys
+from typing import ClassVar, Sequence
+
+import numpy as np
+import pandas as pd
+
+from pipeline.errors import DeidError
+from pipeline.plugins import Registry
+from reports import au as au_mod
+from stages.evaluate_config import EvaluateConfig
+
+log = logging.getLogger("deid.evaluate")
+
+_EMPTY_TABLE_COLUMNS = ["au", "pcc", "rmse", "frames", "pcc_defined", "mean_original", "mean_swapped"]
+
+
+class AuPlugin:
+    """One evaluation's AU source. Tables are reports/au.py's layout: one row per frame index ("frame"),
+    one column per AU (AU01, AU02, ...), the same AUs in both."""
+
+    # True: the tables are the user's files (evaluate.au_original and au_swapped, then required); a table
+    # that cannot be compared is the user's error to fix, where a computed one is only reported.
+    needs_tables: ClassVar[bool] = False
+
+    def __init__(self, config: EvaluateConfig, device: str) -> None:
+        self.config = config
+        self.reason: str | None = None  # why no AU will be computed; None while they may be
+        self.streaming = False          # True: wants every batch of sampled frames through `add`
+
+    @staticmethod
+    def unavailable(config: EvaluateConfig) -> str | None:
+        """Why this source cannot run on this machine (one line), None if it may; cheap: asked before a run."""
+        return None
+
+    def add(self, label: str, frames: list[tuple[int, np.ndarray]]) -> None:
+        """One batch of (frame index, RGB frame) of the "original" or the "swapped" video."""
+
+    def tables(self) -> tuple[pd.DataFrame, pd.DataFrame]:
+        """(original, swapped) AU tables, once the videos have streamed past."""
+        raise NotImplementedError
+
+
+AU_SOURCES: Registry[type[AuPlugin]] = Registry(
+    "AU source", [f"reports.au_source.{name}" for name in ("pyfeat", "openface", "pyfeat_csv", "none")])
+
+
+def note_unavailable(configs: Sequence[EvaluateConfig]) -> None:
+    """One line on stderr at the start of a command when an AU source asked for cannot run on this machine
+    (py-feat not installed, weights missing), so nobody learns it from the report at the end."""
+    reasons = (AU_SOURCES.get(c.au, "evaluate.au").unavailable(c) for c in dict.fromkeys(configs))
+    for reason in sorted({r for r in reasons if r}):
+        print(f"deid: note: AU will not be computed: {reason}; expression is scored from landmark geometry",
+              file=sys.stderr)
+
+
+class AuSource:
+    """The evaluate stage's handle on the chosen source (evaluate.au)."""
+
+    def __init__(self, config: EvaluateConfig, device: str = "cpu") -> None:
+        self.config = config
+        self.plugin = AU_SOURCES.get(config.au, "evaluate.au")(config, device)
+
+    @property
+    def reason(self) -> str | None:
+        return self.plugin.reason
+
+    @property
+    def streaming(self) -> bool:
+        """True when frames must be handed to `add` (a streaming source, loaded and not failed)."""
+        return self.plugin.streaming and self.plugin.reason is None
+
+    def add(self, label: str, frames: list[tuple[int, np.ndarray]]) -> None:
+        """AU intensities of one batch of (frame index, RGB frame) of the original or the swapped video."""
+        if not self.streaming or not frames:
+            return
+        try:
+            self.plugin.add(label, frames)
+        except Exception as exc:  # a source failing at run time: report it, keep the identity results
+            first = str(exc).splitlines()[0] if str(exc) else ""
+            self.plugin.reason = f"{self.config.au} failed ({type(exc).__name__}: {first})"
+            log.warning("AU will not be computed: %s", self.plugin.reason)
+
+    def result(self) -> tuple[dict, pd.DataFrame, pd.DataFrame, pd.DataFrame]:
+        """(summary, original AU table, swapped AU table, per-AU PCC/RMSE table)."""
+        empty = pd.DataFrame(index=pd.Index([], name="frame"))
+        empty_table = pd.DataFrame(columns=_EMPTY_TABLE_COLUMNS)
+        source = self.config.au
+        if self.reason is not None:
+            return {"computed": False, "source": source, "reason": self.reason}, empty, empty, empty_table
+        original, swapped = self.plugin.tables()
+        try:
+            table, summary = au_mod.compare_tables(original, swapped)
+        except DeidError as exc:
+            if self.plugin.needs_tables:
+                raise
+            return {"computed": False, "source": source, "reason": str(exc)}, empty, empty, empty_table
+        return {"computed": True, "source": source, **summary}, original, swapped, table
