@@ -1,7 +1,8 @@
 """Swap quality per unit of compute: train a pair for a wall-clock budget and score it at regular points.
 
     python -m bench.quality [--minutes 20] [--points 5] [--a VIDEO --b VIDEO] [--model original]
-                            [--width 0] [--device auto] [--out bench/results/quality.json]
+                            [--width 0] [--identity-weight 0] [--init-from MODEL_DIR] [--seed 0]
+                            [--device auto] [--work DIR] [--out bench/results/quality.json]
 
 At each point of the budget the model so far converts a fixed clip (the first `--clip-seconds` of A's
 video) and `deid evaluate` scores it against A's and B's reference frames (the first frame of each
@@ -16,6 +17,7 @@ from __future__ import annotations
 import argparse
 import csv
 import json
+import shutil
 import subprocess
 import sys
 import time
@@ -76,7 +78,8 @@ def score_point(model_dir: Path, clip: Path, clip_faces: Path, ref_a: Path, ref_
 
 
 def run(a: Path, b: Path, minutes: float, points: int, model: str, width: int, device: str, work: Path,
-        clip_seconds: float, frames: int) -> dict:
+        clip_seconds: float, frames: int, identity_weight: float = 0.0, init_from: Path | None = None,
+        seed: int = 0) -> dict:
     from stages.extract import extract
     from stages.train import train
     from stages.train_config import TrainConfig
@@ -92,11 +95,13 @@ def run(a: Path, b: Path, minutes: float, points: int, model: str, width: int, d
     extract(clip, clip_faces, ExtractConfig(), device=device, progress=False)
     ref_a, ref_b = _reference(a, work / "ref_a.jpg"), _reference(b, work / "ref_b.jpg")
     model_dir = work / "model"
+    shutil.rmtree(model_dir, ignore_errors=True)  # the bench's own scratch: every curve starts from iteration 0
     curve, trained_s, iteration = [], 0.0, 0
     chunk = minutes / points
     for point in range(1, points + 1):
         config = TrainConfig(model=model, width=width, iterations=10**9, minutes=chunk, save_every=10**6,
-                             preview_every=0, identity_every=0)
+                             preview_every=0, identity_every=0, identity_weight=identity_weight,
+                             init_from=init_from, seed=seed)
         start = time.perf_counter()
         summary = train(faces["a"], faces["b"], model_dir, config, device=device, progress=False)
         trained_s += time.perf_counter() - start
@@ -107,8 +112,10 @@ def run(a: Path, b: Path, minutes: float, points: int, model: str, width: int, d
         curve.append({"point": point, "train_minutes": round(trained_s / 60, 2), "iteration": iteration,
                       "images_per_s": rate, **scores, "score_seconds": round(time.perf_counter() - start, 1)})
         print(json.dumps(curve[-1]), flush=True)
-    return {"pair": {"a": str(a), "b": str(b)}, "model": model, "width": width or "family default",
-            "minutes": minutes, "points": points, "clip_seconds": clip_seconds, "curve": curve}
+    state = json.loads((model_dir / "state.json").read_text())
+    return {"pair": {"a": str(a), "b": str(b)}, "model": model, "frozen": state["frozen"],
+            "identity_weight": identity_weight, "init_from": state.get("init_from"), "seed": seed,
+            "minutes": minutes, "points": points, "clip_seconds": clip_seconds, "frames": frames, "curve": curve}
 
 
 def plot(result: dict) -> bytes:
@@ -132,7 +139,10 @@ def plot(result: dict) -> bytes:
     ax2.axhline(0.5, color="grey", linestyle="--", linewidth=1, label="verdict bar 0.5")
     ax2.set_xlabel("training minutes")
     ax2.legend(fontsize=7)
-    fig.suptitle(f"{result['model']} on {result['machine']['cpu']} ({result['machine']['cores']} cores"
+    frozen = result.get("frozen", {})
+    extras = (f", width {frozen.get('width')}, identity weight {result.get('identity_weight', 0):g}"
+              + (", init-from " + "+".join(result["init_from"]["parts"]) if result.get("init_from") else ""))
+    fig.suptitle(f"{result['model']}{extras} on {result['machine']['cpu']} ({result['machine']['cores']} cores"
                  f"{', ' + result['machine']['gpu'] if result['machine'].get('gpu') else ''})", fontsize=9)
     buffer = io.BytesIO()
     fig.savefig(buffer, format="png", dpi=100, bbox_inches="tight")
@@ -147,7 +157,10 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--minutes", type=float, default=20.0, help="training budget (default 20)")
     parser.add_argument("--points", type=int, default=5, help="evaluations over the budget (default 5)")
     parser.add_argument("--model", default="original")
-    parser.add_argument("--width", type=int, default=0, help="0: the family's default")
+    parser.add_argument("--width", type=int, default=0, help="0: the family's default for the device")
+    parser.add_argument("--identity-weight", type=float, default=0.0, help="train.identity_weight (default 0: off)")
+    parser.add_argument("--init-from", type=Path, default=None, help="train.init_from: a trained model folder")
+    parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--device", default="auto")
     parser.add_argument("--clip-seconds", type=float, default=2.0)
     parser.add_argument("--frames", type=int, default=20, help="frames evaluated per point")
@@ -155,7 +168,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "quality.json")
     args = parser.parse_args(argv)
     result = run(args.a, args.b, args.minutes, args.points, args.model, args.width, args.device, args.work,
-                 args.clip_seconds, args.frames)
+                 args.clip_seconds, args.frames, args.identity_weight, args.init_from, args.seed)
     result["machine"] = machine_info()
     write_json(args.out, result)
     write_bytes(args.out.with_suffix(".png"), plot(result))

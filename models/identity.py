@@ -21,9 +21,10 @@ from pipeline.errors import DeidError
 log = logging.getLogger("deid.identity")
 
 
-def reference_embeddings(paths: Sequence[Path], identity: IdentityModel) -> np.ndarray:
-    """(n, 128) embeddings of the largest face in each reference photo."""
-    detector = make_detector("mtcnn", torch.device("cpu"), min_face_size=20)
+def reference_embeddings(paths: Sequence[Path], identity: IdentityModel, detector_name: str = "mtcnn") -> np.ndarray:
+    """(n, 128) embeddings of the largest face in each reference photo, found by `detector_name` (a name in
+    models.detectors.DETECTORS: clean passes the detector its extraction used)."""
+    detector = make_detector(detector_name, torch.device("cpu"), min_face_size=20)
     landmarks = LandmarkModel()
     embeddings = []
     for path in paths:

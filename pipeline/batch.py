@@ -5,6 +5,8 @@ is concatenated, extracted and cleaned once under RUNS_DIR/_shared/ (content-add
 what is up to date and resumes what was interrupted; a failing pair is reported and the others go on.
 At the end: RUNS_DIR/status.{csv,md} (done / skipped / failed with the one-line reason) and
 RUNS_DIR/comparison.{csv,md,html} (the `deid compare` table over every evaluated pair).
+Pairs that share a donor start from the first such pair's model (pipeline/donor_start.py;
+`train.share_donor_model: false` turns it off).
 """
 from __future__ import annotations
 
@@ -18,6 +20,7 @@ import pandas as pd
 from pipeline.atomic import write_json, write_text
 from pipeline.batch_manifest import load_batch
 from pipeline.batch_pair import PairResult, write_status
+from pipeline.donor_start import plan_donor_starts, with_start
 from pipeline.errors import ConfigError
 
 log = logging.getLogger("deid.batch")
@@ -54,19 +57,20 @@ def run_batch(manifest: Path, runs_dir: Path, executor: Executor = "local", addr
             bar.set_postfix_str(f"{result.name}: {result.status}")
             bar.update(1)
 
+    starts = plan_donor_starts(runnable)
     try:
         if not runnable:
             results = []
         elif executor == "ray":
             from pipeline.executor_ray import run_ray
 
-            results = run_ray(runnable, runs_dir, address=address, force=force, on_result=report)
+            results = run_ray(runnable, runs_dir, address=address, force=force, on_result=report, starts=starts)
             for result in results:
                 write_status(result, runs_dir / result.name)
         else:
             from pipeline.executor_local import run_local
 
-            results = run_local(runnable, runs_dir, workers=workers, force=force, on_result=report)
+            results = run_local(runnable, runs_dir, workers=workers, force=force, on_result=report, starts=starts)
     finally:
         if bar is not None:
             bar.close()
@@ -84,11 +88,14 @@ def dry_run(manifest: Path, runs_dir: Path, sets: Sequence[str] = (), config: Pa
 
     runs_dir = Path(runs_dir).resolve()
     rows = []
-    for job in load_batch(manifest, runs_dir, sets=sets, config=config):
+    jobs = load_batch(manifest, runs_dir, sets=sets, config=config)
+    starts = plan_donor_starts([job.config for job in jobs if job.config is not None])
+    for job in jobs:
         if job.config is None:
             rows.append({"pair": job.name, "stage": "-", "state": f"invalid: {job.error}"})
             continue
-        pair, specs = plan(job.config, progress=False, shared=shared_root(runs_dir))
+        pair, specs = plan(with_start(job.config, starts.get(job.name), True), progress=False,
+                           shared=shared_root(runs_dir))
         pair_manifest = Manifest(pair.manifest)
         would_run: set[str] = set()
         for spec in specs:

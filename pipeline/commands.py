@@ -11,6 +11,7 @@ import dataclasses
 from pipeline.config import CleanConfig, ExtractConfig, PipelineConfig
 from pipeline.errors import ConfigError
 from pipeline.runner import Manifest, run_stage
+from pipeline.settings_log import log_settings
 from pipeline.workflow import clean_spec, extract_spec
 
 
@@ -66,6 +67,7 @@ def run_train(args: argparse.Namespace, progress: bool) -> None:
         config = dataclasses.replace(base, **overrides)
     except ConfigError as exc:
         raise _cli_error("train", exc, "train") from None
+    log_settings("train", {"device": args.device, **dataclasses.asdict(config)}, f"{args.a_dir} + {args.b_dir} -> {args.output}")
     summary = train(args.a_dir, args.b_dir, args.output, config, device=args.device, progress=progress)
     print(f"{args.output}: iteration {summary.get('iteration')} ({summary.get('stopped')}), "
           f"loss A {summary.get('loss_a')}, loss B {summary.get('loss_b')}, {summary.get('images_per_second')} images/s")
@@ -96,8 +98,11 @@ def run_convert(args: argparse.Namespace, progress: bool) -> None:
                                crf=args.crf, save_frames=args.save_frames)
     except ConfigError as exc:
         raise _cli_error("convert", exc, "convert") from None
+    protect = protect_config(args, "convert")
+    log_settings("convert", {"device": args.device, "allow_leaks": args.allow_leaks, **dataclasses.asdict(config),
+                             "protect": protect}, f"{args.video} with {args.model} -> {args.output}")
     summary = convert(args.video, args.faces, args.model, args.output, config, device=args.device, progress=progress,
-                      protect=protect_config(args, "convert"), allow_leaks=args.allow_leaks,
+                      protect=protect, allow_leaks=args.allow_leaks,
                       allow_damaged=args.allow_damaged)
     status = ", ".join(f"{v} {k}" for k, v in sorted(summary["status"].items()))
     print(f"{summary['output']}: {summary['frames']} frames ({status}); {summary['faces_protected']} faces hidden "
@@ -108,6 +113,7 @@ def run_baseline(args: argparse.Namespace, progress: bool) -> None:
     from stages.baseline import baseline
 
     config = protect_config(args, "baseline")
+    log_settings("baseline", {"device": args.device, "crf": args.crf, "protect": config}, f"{args.video} -> {args.output}")
     faces = args.faces
     if faces is None:
         faces = args.output.with_name(args.output.stem + ".extract")
@@ -124,6 +130,8 @@ def run_baseline(args: argparse.Namespace, progress: bool) -> None:
 def run_protect(args: argparse.Namespace, progress: bool) -> int:
     from stages.protect_batch import protect_many
 
+    log_settings("protect", {"device": args.device, "crf": args.crf, "protect": protect_config(args, "protect")},
+                 f"{len(args.inputs)} input(s) -> {args.output}")
     return protect_many(args.inputs, args.output, protect_config(args, "protect"), crf=args.crf, device=args.device,
                         allow_leaks=args.allow_leaks, progress=progress, allow_damaged=args.allow_damaged)
 
@@ -141,6 +149,8 @@ def run_evaluate(args: argparse.Namespace, progress: bool) -> None:
     from reports.au_source import note_unavailable
 
     note_unavailable([config])
+    log_settings("evaluate", {"device": args.device, **dataclasses.asdict(config)},
+                 f"{args.original} vs {args.swapped} -> {args.output}")
     summary = evaluate(args.original, args.swapped, args.ref_original, args.ref_donor, args.output, config,
                        progress=progress, name=args.name, allow_damaged=args.allow_damaged, device=args.device)
     print(f"{summary.verdict.level.upper()}: {summary.verdict.text}")

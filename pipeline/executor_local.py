@@ -21,11 +21,12 @@ import subprocess
 import sys
 import time
 from pathlib import Path
-from typing import Callable, Sequence
+from typing import Callable, Mapping, Sequence
 
 from pipeline.atomic import write_json
 from pipeline.batch_pair import STATUS_FILE, PairResult
 from pipeline.config import PipelineConfig, as_plain
+from pipeline.donor_start import DonorStart, is_trained, with_start
 
 log = logging.getLogger("deid.batch")
 
@@ -75,9 +76,12 @@ def _die_with_parent() -> None:
 
 
 def run_local(configs: Sequence[PipelineConfig], runs_dir: Path, workers: int | None = None, force: bool = False,
-              on_result: Callable[[PairResult], None] | None = None) -> list[PairResult]:
-    """Run every pair, `workers` at a time, in manifest order; results in the same order."""
+              on_result: Callable[[PairResult], None] | None = None,
+              starts: Mapping[str, DonorStart] | None = None) -> list[PairResult]:
+    """Run every pair, `workers` at a time, in manifest order; results in the same order. A pair in `starts`
+    waits until the pair whose model it starts from has finished."""
     runs_dir = Path(runs_dir)
+    starts = starts or {}
     workers = workers or default_workers(len(configs))
     threads = max(1, (os.cpu_count() or 1) // workers)
     log.info("local executor: %d pair(s), %d at a time, %d CPU thread(s) each", len(configs), workers, threads)
@@ -86,8 +90,14 @@ def run_local(configs: Sequence[PipelineConfig], runs_dir: Path, workers: int | 
     results: dict[str, PairResult] = {}
     try:
         while pending or running:
-            while pending and len(running) < workers:
-                config = pending.pop(0)
+            while len(running) < workers:
+                ready = [c for c in pending if c.pair not in starts or starts[c.pair].source in results]
+                if not ready:
+                    break
+                config = ready[0]
+                pending.remove(config)
+                start = starts.get(config.pair)
+                config = with_start(config, start, start is not None and is_trained(start.model_dir))
                 running[config.pair] = (_start(config, runs_dir, threads, force), config, time.perf_counter())
             for name, (process, config, started) in list(running.items()):
                 if process.poll() is None:

@@ -23,16 +23,18 @@ put the driver's working directory first on sys.path; ray.init is called from de
 """
 from __future__ import annotations
 
+import dataclasses
 import ipaddress
 import logging
 import os
 import time
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Callable, Iterator, Sequence
+from typing import Any, Callable, Iterator, Mapping, Sequence
 
 from pipeline.batch_pair import PairResult, failure_reason, link_shared, shared_root
 from pipeline.config import PipelineConfig, as_plain, config_from_mapping
+from pipeline.donor_start import DonorStart, is_trained, with_start
 from pipeline.errors import DeidError
 from pipeline.runner import Manifest, run_stage
 from pipeline.workflow import plan
@@ -49,14 +51,22 @@ _SINGLE_MACHINE_ENV = "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"
 RESOURCES = {"train": (2, 1.0), "convert": (1, 0.5), "extract": (1, 0.25), "evaluate": (1, 0.25)}
 
 
-def stage_task(config_plain: dict, key: str, force: bool, *upstream: dict) -> dict:
+def stage_task(config_plain: dict, key: str, force: bool, *upstream: dict, after: dict | None = None) -> dict:
     """Run one stage of one pair inside a Ray worker. Returns {"key", "ok", "ran", "reason", "node"}, "node"
-    being the id of the Ray node the task ran on (also logged in the pair's batch.log)."""
+    being the id of the Ray node the task ran on (also logged in the pair's batch.log).
+
+    `after`: the result of the train task of the pair whose model this pair starts from (train.init_from,
+    pipeline/donor_start.py); Ray resolves it first, so this task waits for it; a failure there only means
+    training from scratch."""
     failed = [u for u in upstream if not u["ok"]]
     if failed:
         return {"key": key, "ok": False, "ran": False, "reason": failed[0]["reason"], "upstream": True}
     node = _node_id()
     config = config_from_mapping(config_plain, Path("/"))
+    if after is not None and config.train.init_from is not None:
+        start = DonorStart(config.pair, after.get("pair", "?"), config.train.init_from)
+        config = with_start(dataclasses.replace(config, train=dataclasses.replace(config.train, init_from=None)),
+                            start, bool(after["ok"]) and is_trained(start.model_dir))
     with _pair_log(Path(config.runs_dir) / config.pair / "batch.log"):
         try:
             pair, specs = plan(config, progress=False, shared=shared_root(Path(config.runs_dir)))
@@ -64,9 +74,10 @@ def stage_task(config_plain: dict, key: str, force: bool, *upstream: dict) -> di
             outcome = run_stage(spec, Manifest(pair.manifest), force=force and spec.manifest is None)
         except Exception as exc:  # reported per pair by the driver; the batch goes on
             log.info("%s ran on node %s", key, node)
-            return {"key": key, "ok": False, "ran": False, "reason": f"{key}: {failure_reason(exc)}", "node": node}
+            return {"key": key, "ok": False, "ran": False, "reason": f"{key}: {failure_reason(exc)}", "node": node,
+                    "pair": config.pair}
         log.info("%s ran on node %s", key, node)
-    return {"key": key, "ok": True, "ran": outcome.ran, "reason": outcome.reason, "node": node}
+    return {"key": key, "ok": True, "ran": outcome.ran, "reason": outcome.reason, "node": node, "pair": config.pair}
 
 
 def _node_id() -> str:
@@ -97,7 +108,8 @@ def _pair_log(path: Path) -> Iterator[None]:
 
 
 def run_ray(configs: Sequence[PipelineConfig], runs_dir: Path, address: str | None = None, force: bool = False,
-            on_result: Callable[[PairResult], None] | None = None) -> list[PairResult]:
+            on_result: Callable[[PairResult], None] | None = None,
+            starts: Mapping[str, DonorStart] | None = None) -> list[PairResult]:
     try:
         import ray
     except ImportError:
@@ -116,10 +128,15 @@ def run_ray(configs: Sequence[PipelineConfig], runs_dir: Path, address: str | No
         remote = ray.remote(stage_task)
         shared_refs: dict[tuple[str, str], Any] = {}
         pair_refs: dict[str, list[Any]] = {}
+        train_refs: dict[str, Any] = {}
+        donor_starts = starts or {}
         starts = {}
         for config in configs:
             pair, specs = plan(config, progress=False, shared=shared_root(Path(runs_dir)))
             link_shared(pair)
+            start = donor_starts.get(config.pair)
+            if start is not None:  # train.init_from is set here; the train task drops it if the source failed
+                config = with_start(config, start, True)
             plain = as_plain(config)
             refs: dict[str, Any] = {}
             borrowed: set[str] = set()
@@ -132,8 +149,11 @@ def run_ray(configs: Sequence[PipelineConfig], runs_dir: Path, address: str | No
                 num_cpus, gpu_share = RESOURCES.get(spec.key.split(":")[0], (1, 0.0))
                 wants_gpu = gpus and config.device != "cpu"
                 options = {"num_cpus": min(num_cpus, node_cpus), "num_gpus": gpu_share if wants_gpu else 0}
+                after = {"after": train_refs[start.source]} if spec.key == "train" and start is not None else {}
                 refs[spec.key] = remote.options(**options, name=f"{config.pair}:{spec.key}").remote(
-                    plain, spec.key, force, *(refs[n] for n in spec.needs))
+                    plain, spec.key, force, *(refs[n] for n in spec.needs), **after)
+                if spec.key == "train":
+                    train_refs[config.pair] = refs[spec.key]
                 if shared_id:
                     shared_refs[shared_id] = refs[spec.key]
             pair_refs[config.pair] = [(refs[spec.key], spec.key in borrowed) for spec in specs]

@@ -33,6 +33,7 @@ from typing import Any, Callable, Iterator, Mapping, Sequence
 from pipeline.atomic import write_json
 from pipeline.errors import DeidError
 from pipeline.locks import file_lock
+from pipeline.settings_log import log_settings
 
 log = logging.getLogger("deid.runner")
 
@@ -295,9 +296,12 @@ def _run_stage(spec: StageSpec, manifest: Manifest, force: bool) -> StageOutcome
     if reason is None:
         log.info("%s: up to date, skipped (code, inputs, parameters and outputs match %s)", spec.key,
                  manifest.path.name)
+        log_settings(spec.key, spec.params, f"inputs {', '.join(f'{k}={p}' for k, p in spec.inputs.items())}")
         return StageOutcome(spec.key, ran=False, reason="up to date", summary=record.get("summary", {}))
 
     log.info("%s: running (%s)", spec.key, reason)
+    log_settings(spec.key, spec.params, f"inputs {', '.join(f'{k}={p}' for k, p in spec.inputs.items())}; "
+                                        f"outputs {', '.join(str(p) for p in spec.outputs)}")
     entry: dict[str, Any] = {
         "status": "running",
         "inputs": {name: {"path": str(path), "sha256": input_hashes[name]} for name, path in spec.inputs.items()},

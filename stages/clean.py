@@ -23,7 +23,7 @@ from typing import Any, Sequence
 
 import cv2
 import numpy as np
-from stages.progress import make_progress
+from stages.progress import progress_bar
 
 from models.alignment import transform_points
 from models.face_quality import focus_measure, head_pose, landmark_distance, thumbnail
@@ -74,7 +74,9 @@ def clean(extract_dir: Path, out_dir: Path, config: CleanConfig, references: Seq
         raise DeidError(f"{out_dir}: clean must write to a folder other than its input; choose another -o")
     out_dir.mkdir(parents=True, exist_ok=True)
     identity_model = IdentityModel()
-    reference_vectors = reference_embeddings(references, identity_model) if references else None
+    # The reference photos are searched with the detector the extraction used (extract.detector).
+    detector = alignments.extractor.get("detector", "mtcnn")
+    reference_vectors = reference_embeddings(references, identity_model, detector) if references else None
 
     faces = _measure(alignments, identity_model, progress)
     outcome = _filter(faces, alignments, config, reference_vectors)
@@ -89,26 +91,25 @@ def _measure(alignments: Alignments, identity: IdentityModel, progress: bool) ->
     centering = alignments.extractor["centering"]
     faces = []
     refs = list(alignments.faces())
-    bar = make_progress(len(refs), f"clean {alignments.folder.name}", "face", progress)
-    for ref in refs:
-        bar.update(1)
-        box = ref.record["box"]
-        face = _Face(ref=ref, size=float(min(box[2], box[3])))
-        crop = cv2.imread(str(ref.image), cv2.IMREAD_COLOR)
-        if crop is None:
-            face.reject("unreadable", float("nan"), float("nan"))
+    with progress_bar(len(refs), f"clean {alignments.folder.name}", "face", progress) as bar:
+        for ref in refs:
+            bar.update(1)
+            box = ref.record["box"]
+            face = _Face(ref=ref, size=float(min(box[2], box[3])))
+            crop = cv2.imread(str(ref.image), cv2.IMREAD_COLOR)
+            if crop is None:
+                face.reject("unreadable", float("nan"), float("nan"))
+                faces.append(face)
+                continue
+            crop_landmarks = transform_points(ref.landmarks, ref.matrix)
+            face.distance = landmark_distance(ref.landmarks)
+            face.yaw, face.pitch, _ = head_pose(crop_landmarks, size)
+            face.focus = focus_measure(crop, centering)
+            face.thumb = thumbnail(crop, centering)
+            stored = ref.record.get("identity")
+            face.embedding = (np.asarray(stored, np.float32) if stored is not None
+                              else identity.embed(cv2.cvtColor(crop, cv2.COLOR_BGR2RGB), crop_landmarks))
             faces.append(face)
-            continue
-        crop_landmarks = transform_points(ref.landmarks, ref.matrix)
-        face.distance = landmark_distance(ref.landmarks)
-        face.yaw, face.pitch, _ = head_pose(crop_landmarks, size)
-        face.focus = focus_measure(crop, centering)
-        face.thumb = thumbnail(crop, centering)
-        stored = ref.record.get("identity")
-        face.embedding = (np.asarray(stored, np.float32) if stored is not None
-                          else identity.embed(cv2.cvtColor(crop, cv2.COLOR_BGR2RGB), crop_landmarks))
-        faces.append(face)
-    bar.close()
     return faces
 
 

@@ -21,7 +21,7 @@ from typing import Literal
 
 import cv2
 import numpy as np
-from stages.progress import make_progress
+from stages.progress import progress_bar
 
 from models.alignment import transform_points
 from models.face_quality import focus_measure, head_pose, thumbnail
@@ -40,24 +40,23 @@ def sort_faces(extract_dir: Path, out_dir: Path, by: SortKey, progress: bool = T
     size, centering = alignments.extractor["size"], alignments.extractor["centering"]
     identity = IdentityModel() if by == "face" else None
     values = []
-    bar = make_progress(len(faces), f"sort by {by}", "face", progress)
-    for ref in faces:
-        bar.update(1)
-        crop = cv2.imread(str(ref.image), cv2.IMREAD_COLOR)
-        if by == "size":
-            values.append(float(min(ref.record["box"][2:])))
-        elif by == "yaw":
-            values.append(head_pose(transform_points(ref.landmarks, ref.matrix), size)[0])
-        elif by == "blur":
-            values.append(focus_measure(crop, centering))
-        elif by == "hist":
-            hist = cv2.calcHist([thumbnail(crop, centering, 64)], [0], None, [32], [0, 256]).ravel()
-            values.append(hist / max(hist.sum(), 1.0))
-        else:
-            stored = ref.record.get("identity")
-            values.append(np.asarray(stored) if stored is not None else identity.embed(
-                cv2.cvtColor(crop, cv2.COLOR_BGR2RGB), transform_points(ref.landmarks, ref.matrix)))
-    bar.close()
+    with progress_bar(len(faces), f"sort by {by}", "face", progress) as bar:
+        for ref in faces:
+            bar.update(1)
+            crop = cv2.imread(str(ref.image), cv2.IMREAD_COLOR)
+            if by == "size":
+                values.append(float(min(ref.record["box"][2:])))
+            elif by == "yaw":
+                values.append(head_pose(transform_points(ref.landmarks, ref.matrix), size)[0])
+            elif by == "blur":
+                values.append(focus_measure(crop, centering))
+            elif by == "hist":
+                hist = cv2.calcHist([thumbnail(crop, centering, 64)], [0], None, [32], [0, 256]).ravel()
+                values.append(hist / max(hist.sum(), 1.0))
+            else:
+                stored = ref.record.get("identity")
+                values.append(np.asarray(stored) if stored is not None else identity.embed(
+                    cv2.cvtColor(crop, cv2.COLOR_BGR2RGB), transform_points(ref.landmarks, ref.matrix)))
     if by in ("face", "hist"):
         order, scores = _nearest_chain(np.stack(values)) if values else ([], [])
     else:

@@ -3,7 +3,8 @@ faces through decoder B.
 
 Inputs: two extract or clean output folders (A_DIR, B_DIR). Output folder MODEL_DIR:
     model.pt, optimizer.pt, state.json, best/   checkpoints (stages/checkpoint.py)
-    loss.csv        iteration, loss_a, loss_b, lr, images_per_s (A and B images per second of training step)
+    loss.csv        iteration, loss_a, loss_b, lr, images_per_s (A and B images per second of training step),
+                    identity (the identity term, empty when train.identity_weight is 0)
     identity.csv    every identity_every iterations: face_recognition distance of A->B outputs to A's
                     own faces (a2b_to_a: must rise above 0.6, the recogniser's match threshold), the same
                     for A->A (the control: how far mere blur moves a face), A->B to B's faces, and the
@@ -13,7 +14,10 @@ Previews and the identity check also run when a run stops (unless their `*_every
 
 One iteration = one Adam step on an augmented batch of A and one of B (stages/augment.py), both through
 the shared encoder in one pass. Loss per side: L1 weighted by the face mask (eyes+brows and mouth
-weighted more) + DSSIM on the masked face, + MSE of the learned mask for models that draw one.
+weighted more) + DSSIM on the masked face, + MSE of the learned mask for models that draw one. With
+train.identity_weight > 0, a few of A's faces also go through decoder B and the recogniser: the hinge of
+stages/identity_loss.py pushes them away from A and towards B. On a CPU with train.width and train.latent
+left at 0 the family's CPU size is used (announced in the log).
 
 Running again on the same MODEL_DIR resumes from the saved iteration (`iterations` is the total).
 Ctrl-C or SIGTERM saves, then stops. A non-finite loss skips the step and reloads the last checkpoint.
@@ -46,6 +50,7 @@ from pipeline.atomic import write_image, write_text
 from pipeline.errors import ConfigError, DeidError
 from stages import checkpoint
 from stages.augment import AugmentSettings, Batch, augment, plain
+from stages.identity_loss import IdentityLoss
 from stages.progress import make_progress
 from stages.train_config import TrainConfig
 from stages.train_data import FaceSet, Window, window_size
@@ -54,11 +59,12 @@ log = logging.getLogger("deid.train")
 
 LOSS_CSV = "loss.csv"
 IDENTITY_CSV = "identity.csv"
-LOSS_HEADER = ["iteration", "loss_a", "loss_b", "lr", "images_per_s"]
+LOSS_HEADER = ["iteration", "loss_a", "loss_b", "lr", "images_per_s", "identity"]
 IDENTITY_HEADER = ["iteration", "a2b_to_a", "a2a_to_a", "a2b_to_b", "a2b_reidentified"]
 MATCH_THRESHOLD = 0.6     # face_recognition's "same person" distance
 PREVIEW_FACES = 4
 IDENTITY_FACES = 8
+IDENTITY_CENTRE_FACES = 32  # unaugmented faces per side whose mean descriptor the identity term aims from/at
 IDENTITY_MIN_FACE = 20     # px: model outputs are small (64-256 px squares)
 MAX_NAN_RELOADS = 5       # in a row, before giving up: the run diverges, reloading will not help
 NORM_HISTORY = 100        # gradient norms whose median sets the clipping bound
@@ -69,13 +75,21 @@ def train(a_dir: Path, b_dir: Path, model_dir: Path, config: TrainConfig, device
     """Train (or resume) the swap model in `model_dir`; returns the summary recorded in the manifest."""
     torch_device = resolve_device(device)
     model_dir = Path(model_dir)
-    frozen = resolve_architecture(config)
+    frozen = resolve_architecture(config, torch_device)
     with checkpoint.locked(model_dir):
         checkpoint.recover(model_dir)  # finish or discard a save that a kill interrupted
         checkpoint.recover(model_dir / checkpoint.BEST)
         previous = checkpoint.load(model_dir, torch_device)
+        source_state = checkpoint.read_state(Path(config.init_from)) if config.init_from is not None else None
         if previous is not None:
+            frozen = _keep_saved_defaults(frozen, previous.state, config)
             checkpoint.check_frozen(previous.state, frozen, model_dir)
+        elif source_state is not None:  # a new pair takes the sizes of the model it starts from
+            frozen = _keep_saved_defaults(frozen, source_state, config)
+        elif frozen.pop("cpu_sized", False):
+            log.info("train: on a CPU the %s family defaults to width %d, latent %d (its GPU size, %s, trains at a few "
+                     "images/s here); set train.width and train.latent to choose", config.model, frozen["width"],
+                     frozen["latent"], ", ".join(f"{k} {v}" for k, v in _family_defaults(config.model).items()))
         batch_size = config.batch_size or family(config.model).batch_size
         window = Window(window_size(frozen["input_size"], frozen["output_size"]), config.centering,
                         frozen["coverage"], config.mask)
@@ -108,15 +122,36 @@ def train(a_dir: Path, b_dir: Path, model_dir: Path, config: TrainConfig, device
     return _summary(session, start_iteration, reason, seconds)
 
 
-def resolve_architecture(config: TrainConfig) -> dict[str, Any]:
-    """The frozen keys of this config: the model's arch() with family defaults filled in, plus the crop."""
+def resolve_architecture(config: TrainConfig, device: torch.device | None = None) -> dict[str, Any]:
+    """The frozen keys of this config: the model's arch() with family defaults filled in, plus the crop.
+
+    On a CPU, width and latent both left at 0 take the family's `cpu_sizes` (marked "cpu_sized": True in
+    the returned dict, which the caller pops): a device-sized default, as issue 15 measured."""
     overrides = {key: getattr(config, key) or None for key in checkpoint.ARCH_KEYS}
+    cpu_sized = device is not None and device.type == "cpu" and not config.width and not config.latent
+    if cpu_sized:
+        overrides.update(family(config.model, "train.model").cpu_sizes)
     try:
         with torch.device("meta"):  # shapes only: no memory, no initialisation time
             model = build_model(config.model, **overrides)
     except ValueError as exc:
         raise ConfigError(f"train: model {config.model}: {exc}") from None
-    return {**model.arch(), "centering": config.centering, "coverage": config.coverage or model.coverage}
+    frozen = {**model.arch(), "centering": config.centering, "coverage": config.coverage or model.coverage}
+    return {**frozen, "cpu_sized": True} if cpu_sized else frozen
+
+
+def _family_defaults(name: str) -> dict[str, int]:
+    with torch.device("meta"):
+        model = build_model(name)
+    return {"width": model.width, "latent": model.latent}
+
+
+def _keep_saved_defaults(frozen: dict[str, Any], state: dict[str, Any], config: TrainConfig) -> dict[str, Any]:
+    """A resumed model keeps its saved sizes wherever this config says 0 ("the default"): a model started on
+    a GPU at the family's size resumes on a CPU (whose default is smaller), and the other way round."""
+    saved = state.get("frozen", {})
+    kept = {key: saved[key] for key in (*checkpoint.ARCH_KEYS, "coverage") if not getattr(config, key) and key in saved}
+    return {**{k: v for k, v in frozen.items() if k != "cpu_sized"}, **kept}
 
 
 # --- the session: everything one training run holds ------------------------------------------------------------
@@ -144,6 +179,7 @@ class _Session:
     last_preview: Path | None = None
     last_identity: dict[str, float] | None = None
     face_identity: Any = None  # models.face_identity.FaceIdentity, loaded at the first identity check
+    identity_loss: IdentityLoss | None = None  # the training term, when train.identity_weight > 0
 
 
 def initial_weights(source: Path, frozen: dict[str, Any], donor: FaceSet, device: torch.device
@@ -235,6 +271,12 @@ def _open_session(model_dir: Path, config: TrainConfig, frozen: dict[str, Any], 
                        state=state, iteration=int(state["iteration"]), generator=torch.Generator(device))
     if previous is not None:
         session.grad_norms.extend(previous.optimizer.get("grad_norms", []))
+    if config.identity_weight:
+        session.identity_loss = IdentityLoss(frozen["output_size"], config.centering, frozen["coverage"], device,
+                                             config.identity_margin)
+        for side in ("a", "b"):
+            batch, _ = _swaps(session, side, IDENTITY_CENTRE_FACES)
+            session.identity_loss.set_centre(side, batch.target)
     _truncate_csv(model_dir / LOSS_CSV, LOSS_HEADER, session.iteration)
     _truncate_csv(model_dir / IDENTITY_CSV, IDENTITY_HEADER, session.iteration)
     if previous is None:
@@ -278,10 +320,12 @@ def _loop(s: _Session, stop: checkpoint.StopSignals, progress: bool) -> str:
             s.iteration += 1
             images_per_s = 2 * s.batch_size / (time.perf_counter() - tick)
             rate = images_per_s if rate == 0 else 0.9 * rate + 0.1 * images_per_s
+            identity = "" if losses[2] is None else round(losses[2], 6)
             s.pending_losses.append([s.iteration, round(losses[0], 6), round(losses[1], 6), cfg.lr,
-                                     round(images_per_s, 2)])
+                                     round(images_per_s, 2), identity])
             bar.update(1)
-            bar.set_postfix_str(f"A {losses[0]:.4f} B {losses[1]:.4f} {rate:.1f} img/s")
+            shown = "" if losses[2] is None else f" id {losses[2]:.3f}"
+            bar.set_postfix_str(f"A {losses[0]:.4f} B {losses[1]:.4f}{shown} {rate:.1f} img/s")
             if s.iteration % cfg.save_every == 0:
                 _save(s)
             if cfg.preview_every and s.iteration % cfg.preview_every == 0:
@@ -293,20 +337,32 @@ def _loop(s: _Session, stop: checkpoint.StopSignals, progress: bool) -> str:
         bar.close()
 
 
-def _step(s: _Session) -> tuple[float, float] | None:
-    """One Adam step on a batch of A and a batch of B. Returns the two losses, or None after a NaN."""
+def _step(s: _Session) -> tuple[float, float, float | None] | None:
+    """One Adam step on a batch of A and a batch of B. Returns the two reconstruction losses and the identity
+    term (None when off), or None after a NaN."""
     s.model.train()
     _reseed(s)
     batches = [_batch(s, side) for side in ("a", "b")]
     with torch.autocast(s.device.type, dtype=s.autocast, enabled=s.autocast is not None):
         latent = s.model.encoder(torch.cat([batches[0].input, batches[1].input]))  # one encoder pass for both
         outputs = [s.model.decode(z, side) for z, side in zip(latent.chunk(2), ("a", "b"))]
+        swapped = None
+        if s.identity_loss is not None:
+            swapped = s.model.decode(latent[:min(s.config.identity_faces, s.batch_size)], "b")[0]
     losses = [reconstruction_loss(rgb, mask, batch, s.config) for (rgb, mask), batch in zip(outputs, batches)]
+    total = losses[0] + losses[1]
+    identity = torch.zeros((), device=s.device)
+    if swapped is not None:
+        a, k = batches[0], len(swapped)
+        pasted = swapped.float() * a.mask[:k] + a.target[:k] * (1 - a.mask[:k])  # as convert pastes it
+        identity = s.identity_loss(pasted)[0]
+        total = total + s.config.identity_weight * identity
     s.optimizer.zero_grad(set_to_none=True)
-    s.scaler.scale(losses[0] + losses[1]).backward()
+    s.scaler.scale(total).backward()
     s.scaler.unscale_(s.optimizer)
     norm = torch.nn.utils.clip_grad_norm_(s.model.parameters(), _clip_bound(s))
-    loss_a, loss_b, norm_value = torch.stack([losses[0].detach(), losses[1].detach(), norm]).tolist()  # one sync
+    loss_a, loss_b, identity_value, norm_value = torch.stack(
+        [losses[0].detach(), losses[1].detach(), identity.detach().float(), norm]).tolist()  # one sync
     # With fp16 loss scaling an infinite gradient is routine (the scaler skips the step and lowers its scale);
     # otherwise a non-finite loss or gradient means the weights are about to be destroyed.
     finite = math.isfinite(loss_a) and math.isfinite(loss_b) and (s.scaler.is_enabled() or math.isfinite(norm_value))
@@ -318,7 +374,7 @@ def _step(s: _Session) -> tuple[float, float] | None:
     s.nan_reloads = 0
     if math.isfinite(norm_value):
         s.grad_norms.append(norm_value)
-    return loss_a, loss_b
+    return loss_a, loss_b, identity_value if swapped is not None else None
 
 
 def _clip_bound(s: _Session) -> float:
@@ -540,6 +596,8 @@ def _truncate_csv(path: Path, header: list[str], iteration: int) -> None:
         return
     kept = []
     for row in csv.reader(path.read_text(encoding="utf-8").splitlines()):
+        if len(row) < len(header) and row and row[0].isdigit() and path.name == LOSS_CSV:
+            row = row + [""] * (len(header) - len(row))  # a loss.csv from before the identity column
         if len(row) == len(header) and row[0].isdigit() and int(row[0]) <= iteration:
             kept.append(row)
     buffer = io.StringIO()

@@ -27,8 +27,9 @@ class TrainConfig:
                                        # (64 -> 128 px, learned mask) | villain (256 px) | a plugin's
     input_size: int = 0                # px the encoder sees; 0 = the family's default
     output_size: int = 0               # px the decoders draw; 0 = the family's default
-    width: int = 0                     # base channel count; 0 = the family's default (128, 128, 64)
-    latent: int = 0                    # dense bottleneck size; 0 = the family's default (1024, 512, 1024)
+    width: int = 0                     # base channel count; 0 = the family's default (128, 128, 64; on a CPU with
+                                       # latent also 0, its cpu_sizes: 32, 32, 16)
+    latent: int = 0                    # dense bottleneck size; 0 = the family's default (1024, 512, 1024; CPU 512, 256, 512)
     centering: TrainCentering = "face"  # which crop the coverage is a share of: face | legacy | head
     coverage: float = 0.0              # share of that crop the model sees, 0.5..1; 0 = the family's default (0.875)
     # how long
@@ -49,6 +50,9 @@ class TrainConfig:
     mouth_weight: float = 2.0          # loss multiplier on the mouth
     dssim_weight: float = 1.0          # weight of DSSIM (structural dissimilarity) next to the masked L1
     mask_loss: float = 1.0             # weight of the learned-mask MSE (dfaker, villain); 0 = do not learn the mask
+    identity_weight: float = 0.0       # weight of the identity hinge on A->B swaps (stages/identity_loss.py); 0 = off
+    identity_faces: int = 4            # A faces per step that go through decoder B and the recogniser for it
+    identity_margin: float = 0.05      # the hinges hold A->B at >= 0.6 + margin from A and <= 0.6 - margin from B
     # augmentation (in batch, on the training device)
     warp: float = 0.02                 # random 5x5 grid warp of the input: std of point moves, share of face width
     rotation: float = 10.0             # random rotation, +- degrees
@@ -63,6 +67,8 @@ class TrainConfig:
     identity_every: int = 1000         # iterations between face_recognition checks of A->B against A; 0 = none
     init_from: Path | None = None      # a trained model folder: a new model starts from its encoder (and decoder B
                                        # when its donor is this pair's donor, checked by identity)
+    share_donor_model: bool = True     # deid batch / ravdess: a pair whose donor an earlier pair has starts from
+                                       # that pair's model (pipeline/donor_start.py); false = every pair from scratch
 
     def __post_init__(self) -> None:
         from models.swap import family  # the registry imports torch: only when a config is built
@@ -88,6 +94,9 @@ class TrainConfig:
         _int_range("train.seed", self.seed, 0, 2 ** 31 - 1)
         for key in ("background_weight", "eye_weight", "mouth_weight", "dssim_weight", "mask_loss"):
             _float_range(f"train.{key}", getattr(self, key), 0.0, 100.0)
+        _float_range("train.identity_weight", self.identity_weight, 0.0, 100.0)
+        _int_range("train.identity_faces", self.identity_faces, 1, 4096)
+        _float_range("train.identity_margin", self.identity_margin, 0.0, 0.4)
         _float_range("train.warp", self.warp, 0.0, 0.2)
         _float_range("train.rotation", self.rotation, 0.0, 90.0)
         _float_range("train.zoom", self.zoom, 0.0, 0.5)

@@ -258,6 +258,10 @@ def test_local_batch_kill_resume_failure_and_shared_donor(tmp_path, clips, decoy
     assert status["bad"]["status"] == "failed" and "no faces" in status["bad"]["reason"]
     assert "\n" not in status["bad"]["reason"]
     assert _ran_extract_of_donor(status) == []  # the donor was extracted once, by p1 in the first run
+    # p2 shares p1's donor: it started from p1's model (encoder + decoder B), p1 from scratch.
+    assert "init_from" not in json.loads((runs / "p1" / "model" / "state.json").read_text())
+    started = json.loads((runs / "p2" / "model" / "state.json").read_text())["init_from"]
+    assert started == {"model": str(runs / "p1" / "model"), "parts": ["encoder", "decoder_b"]}
 
     table = pd.read_csv(runs / "status.csv")
     assert list(table["status"]) == ["skipped", "done", "failed"]
@@ -310,6 +314,8 @@ def test_ray_batch_runs_pairs_as_tasks_on_a_loopback_only_ray(tmp_path, clips, d
     assert status["p1"]["status"] == "done" and status["p2"]["status"] == "done"
     assert status["bad"]["status"] == "failed" and "no faces" in status["bad"]["reason"]
     assert len(_ran_extract_of_donor(status)) == 1  # one task extracted the donor for every pair
+    started = json.loads((runs / "p2" / "model" / "state.json").read_text())["init_from"]
+    assert started["parts"] == ["encoder", "decoder_b"] and started["model"] == str(runs / "p1" / "model")
     assert len(list((runs / "_shared" / "extract").iterdir())) == 4
     assert list(pd.read_csv(runs / "comparison.csv")["name"]) == ["p1", "p2"]
     for pair in ("p1", "p2"):

@@ -185,3 +185,24 @@ def test_sort_views(extracted, tmp_path):
         assert len(links) == 72 and cv2.imread(str(links[0])) is not None
     sizes = [float(r["value"]) for r in csv.DictReader(open(tmp_path / "size" / "index.csv"))]
     assert sizes == sorted(sizes, reverse=True)
+
+
+def test_reference_photos_are_searched_with_the_extractions_detector(tmp_path, data_dir, monkeypatch):
+    """An extraction made with `hog` has its reference photos found by `hog` too, not by a hard-coded MTCNN."""
+    import models.identity as identity
+
+    used = []
+    real = identity.make_detector
+
+    def recording(name, device, min_face_size):
+        used.append(name)
+        return real(name, device, min_face_size)
+
+    monkeypatch.setattr(identity, "make_detector", recording)
+    folder = tmp_path / "in"
+    folder.mkdir()
+    os.symlink(data_dir / "images" / "obama_and_biden.jpg", folder / "obama_and_biden.jpg")
+    extract(folder, tmp_path / "ex", ExtractConfig(detector="hog"), device="cpu", progress=False)
+    references = sorted((data_dir / "identities" / "obama").glob("*.jpg"))[:1]
+    summary = clean(tmp_path / "ex", tmp_path / "cl", CleanConfig(), references=references, progress=False)
+    assert used == ["hog"] and summary["kept"] == 1

@@ -8,6 +8,7 @@ from __future__ import annotations
 import csv
 import json
 import logging
+import math
 import os
 import re
 import signal
@@ -43,7 +44,7 @@ def config(**overrides) -> TrainConfig:
 
 def loss_rows(model_dir: Path) -> list[dict[str, float]]:
     with open(model_dir / "loss.csv", newline="") as handle:
-        return [{k: float(v) for k, v in row.items()} for row in csv.DictReader(handle)]
+        return [{k: float(v) if v != "" else math.nan for k, v in row.items()} for row in csv.DictReader(handle)]
 
 
 def state_of(model_dir: Path) -> dict:
@@ -434,3 +435,31 @@ def test_init_from_starts_a_new_pair_from_a_trained_model(people, tmp_path):
     with pytest.raises(ConfigError, match="other architecture keys"):
         train(people[0], people[1], tmp_path / "wider", config(iterations=1, init_from=first, width=32),
               device="cpu", progress=False)
+
+
+def test_a_cpu_trains_a_cpu_sized_model_by_default_and_a_resume_keeps_the_saved_sizes(people, tmp_path, caplog):
+    """Width and latent left at 0 on a CPU: the family's cpu_sizes, said in the log. A model started at other
+    sizes resumes with 0s in the config (they mean "the default", not "change the architecture")."""
+    a, b = people
+    model_dir = tmp_path / "cpu"
+    with caplog.at_level(logging.INFO, logger="deid.train"):
+        train(a, b, model_dir, config(width=0, latent=0, iterations=1), device="cpu", progress=False)
+    frozen = state_of(model_dir)["frozen"]
+    assert (frozen["width"], frozen["latent"]) == (32, 512)
+    assert "on a CPU the original family defaults to width 32, latent 512" in caplog.text
+    explicit = tmp_path / "explicit"
+    train(a, b, explicit, config(**TINY, iterations=1), device="cpu", progress=False)
+    train(a, b, explicit, config(width=0, latent=0, batch_size=4, iterations=2), device="cpu", progress=False)
+    assert state_of(explicit)["iteration"] == 2 and state_of(explicit)["frozen"]["width"] == 8
+
+
+def test_identity_term_is_logged_and_moves_the_swap_towards_the_donor(people, tmp_path):
+    """train.identity_weight > 0: loss.csv's identity column holds the hinge; with it off the column is empty."""
+    a, b = people
+    on, off = tmp_path / "on", tmp_path / "off"
+    train(a, b, on, config(**TINY, iterations=3, identity_weight=1.0, identity_faces=2), device="cpu", progress=False)
+    train(a, b, off, config(**TINY, iterations=3), device="cpu", progress=False)
+    rows_on, rows_off = loss_rows(on), loss_rows(off)
+    assert all(math.isfinite(r["identity"]) and r["identity"] >= 0 for r in rows_on)
+    assert all(math.isnan(r["identity"]) for r in rows_off)
+    assert state_of(on)["config"]["identity_weight"] == 1.0

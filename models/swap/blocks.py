@@ -103,6 +103,9 @@ class SwapModel(nn.Module):
     output_size: int = 64         # px of the face the decoders draw
     coverage: float = 0.875       # default share of the "face"-centred crop the model is trained on
     batch_size: int = 16          # default batch size per side
+    # Width and latent when training on a CPU with both left at 0: the GPU-sized defaults train at a few
+    # images/s on a CPU and show nothing but a smear within an hour (issue 15); a quarter of the width does.
+    cpu_sizes: ClassVar[dict[str, int]] = {"width": 32, "latent": 512}
     learns_mask: ClassVar[bool] = False
     ARCH_KEYS: ClassVar[tuple[str, ...]] = ("input_size", "output_size", "width", "latent")
 

@@ -21,6 +21,7 @@ class DFaker(Original):
 
     output_size = 128
     learns_mask = True
+    cpu_sizes = {"width": 32, "latent": 256}
 
     def __init__(self, input_size: int = 64, output_size: int = 128, width: int = 128, latent: int = 512) -> None:
         super().__init__(input_size, output_size, width, latent)

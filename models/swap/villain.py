@@ -30,6 +30,7 @@ class Villain(SwapModel):
     output_size = 256
     coverage = 0.875
     batch_size = 8
+    cpu_sizes = {"width": 16, "latent": 512}
     learns_mask = True
 
     def __init__(self, input_size: int = 256, output_size: int = 256, width: int = 64, latent: int = 1024) -> None:
