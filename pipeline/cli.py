@@ -140,13 +140,14 @@ def build_parser() -> argparse.ArgumentParser:
     convert.add_argument("--model", type=Path, required=True, help="trained model folder")
     convert.add_argument("-o", "--output", type=Path, required=True, help="output .mp4")
     from stages.colour import COLOURS
+    from stages.masks import MASKS
     from stages.obfuscation import OBFUSCATIONS
 
     convert.add_argument("--fallback", choices=OBFUSCATIONS.names() + ("none",), default="black",
                          help="hiding of faces that cannot be swapped (default black: a solid fill; blur and pixelate "
                               "are defeated by the parrot attack; none leaves them in clear and the leak check fails)")
     convert.add_argument("--color", choices=COLOURS.names(), default="avg")
-    convert.add_argument("--mask", choices=("extended", "components", "learned"), default="extended")
+    convert.add_argument("--mask", choices=MASKS.names(), default="extended")
     convert.add_argument("--max-gap", type=int, default=5, help="interpolate the track over gaps up to N frames")
     convert.add_argument("--crf", type=int, default=18)
     convert.add_argument("--device", default="auto")

@@ -86,7 +86,6 @@ class CleanConfig:
                 raise ConfigError(f"clean.{key} must be >= 0, got {getattr(self, key)}")
 
 
-ConvertMask = Literal["extended", "components", "learned"]
 SmoothingName = Literal["one-euro", "none"]
 
 
@@ -94,7 +93,7 @@ SmoothingName = Literal["one-euro", "none"]
 class ConvertConfig:
     fallback: str = "black"  # a registered obfuscation (stages/obfuscation/), or none
     color: str = "avg"       # a registered colour correction (stages/colour/)
-    mask: ConvertMask = "extended"
+    mask: str = "extended"   # a registered mask (stages/masks/)
     mask_erosion: float = 0.03
     mask_blur: float = 0.025
     smoothing: SmoothingName = "one-euro"
@@ -107,11 +106,13 @@ class ConvertConfig:
 
     def __post_init__(self) -> None:
         from stages.colour import COLOURS
+        from stages.masks import MASKS
         from stages.obfuscation import OBFUSCATIONS
 
         if self.fallback != "none":
             OBFUSCATIONS.get(self.fallback, "convert.fallback")
         COLOURS.get(self.color, "convert.color")
+        MASKS.get(self.mask, "convert.mask")
         _check_range("convert.crf", self.crf, 0, 51)
         _check_range("convert.batch_size", self.batch_size, 1, 4096)
         _check_range("convert.max_gap", self.max_gap, 0, 10000)

@@ -16,7 +16,7 @@ import numpy as np
 
 from pipeline.errors import DeidError
 from stages.alignments import load_alignments
-from stages.convert import _check_matches
+from stages.convert_inputs import check_matches
 from stages.media import probe
 from stages.protect import Hull, protect_video
 from stages.protect_config import ProtectConfig
@@ -31,7 +31,7 @@ def baseline(video: Path, faces_dir: Path, out_path: Path, config: ProtectConfig
     if info.kind != "video":
         raise DeidError(f"{video}: baseline needs a video file")
     alignments = load_alignments(faces_dir)
-    _check_matches(info, alignments, faces_dir)
+    check_matches(info, alignments, faces_dir)
     known = []
     for index in range(info.frames):
         hulls = []

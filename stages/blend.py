@@ -1,14 +1,14 @@
-"""Putting a swapped face back into the frame: un-warp, mask erosion and feathering, colour correction.
+"""Putting a swapped face back into the frame: mask erosion and feathering, un-warp, alpha blending.
 
 Everything happens inside the bounding box of the warped mask, so the cost grows with the face, not
 the frame, and pixels outside the mask are never touched.
 """
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import cv2
 import numpy as np
-
-from stages.colour import COLOURS
 
 
 def soften_mask(mask: np.ndarray, erosion: float, blur: float) -> np.ndarray:
@@ -26,14 +26,26 @@ def soften_mask(mask: np.ndarray, erosion: float, blur: float) -> np.ndarray:
     return mask.astype(np.float32) / 255.0
 
 
-def paste(frame: np.ndarray, face: np.ndarray, mask: np.ndarray, matrix: np.ndarray,
-          color: str = "avg") -> np.ndarray:
-    """Blend `face` (RGB uint8, model output space) into `frame` in place and return it.
+@dataclass
+class Placement:
+    """A swapped face warped back onto the frame region it covers, and later the mask it is pasted under."""
 
-    `matrix` maps frame pixels to face pixels; `mask` is float 0..1 in face space; `color` is a
-    registered colour correction (stages/colour/).
+    box: tuple[int, int, int, int]  # x0, y0, x1, y1 of the region, frame px
+    to_face: np.ndarray             # region pixel -> face pixel (2x3)
+    face: np.ndarray                # RGB uint8, the region's size
+    alpha: np.ndarray | None = None  # float 0..1, the region's size
+
+    def region(self, frame: np.ndarray) -> np.ndarray:
+        x0, y0, x1, y1 = self.box
+        return frame[y0:y1, x0:x1]
+
+
+def place(frame_shape: tuple[int, ...], face: np.ndarray, matrix: np.ndarray) -> Placement | None:
+    """Warp `face` (RGB uint8, model output space) onto the frame region it covers; None when that is empty.
+
+    `matrix` maps frame pixels to face pixels.
     """
-    height, width = frame.shape[:2]
+    height, width = frame_shape[:2]
     inverse = cv2.invertAffineTransform(np.asarray(matrix, np.float64))
     corners = np.array([[0, 0], [face.shape[1], 0], [0, face.shape[0]], [face.shape[1], face.shape[0]]], np.float64)
     mapped = corners @ inverse[:, :2].T + inverse[:, 2]
@@ -41,19 +53,24 @@ def paste(frame: np.ndarray, face: np.ndarray, mask: np.ndarray, matrix: np.ndar
     x1, y1 = np.ceil(mapped.max(0)).astype(int)
     x0, y0, x1, y1 = max(x0, 0), max(y0, 0), min(x1, width), min(y1, height)
     if x1 <= x0 or y1 <= y0:
-        return frame
+        return None
     shifted = np.asarray(matrix, np.float64).copy()
     shifted[:, 2] += shifted[:, :2] @ np.array([x0, y0], np.float64)  # ROI pixel -> face pixel
-    roi_size = (x1 - x0, y1 - y0)
-    warped = cv2.warpAffine(face, shifted, roi_size, flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP,
+    warped = cv2.warpAffine(face, shifted, (x1 - x0, y1 - y0), flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP,
                             borderMode=cv2.BORDER_REPLICATE)
-    alpha = cv2.warpAffine(mask, shifted, roi_size, flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP,
-                           borderMode=cv2.BORDER_CONSTANT, borderValue=0)
-    roi = frame[y0:y1, x0:x1]
-    inside = alpha > 0.5
-    if not inside.any():
-        return frame
-    warped = COLOURS.get(color, "convert.color")().process(warped, roi, inside)
-    a = alpha[..., None]
-    frame[y0:y1, x0:x1] = np.clip(warped * a + roi * (1.0 - a), 0, 255).astype(np.uint8)
-    return frame
+    return Placement(box=(x0, y0, x1, y1), to_face=shifted, face=warped)
+
+
+def place_mask(placement: Placement, mask: np.ndarray) -> np.ndarray:
+    """`mask` (float 0..1, face space) warped onto the placement's region; zero where the face does not reach."""
+    x0, y0, x1, y1 = placement.box
+    return cv2.warpAffine(mask, placement.to_face, (x1 - x0, y1 - y0), flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP,
+                          borderMode=cv2.BORDER_CONSTANT, borderValue=0)
+
+
+def compose(frame: np.ndarray, placement: Placement) -> None:
+    """Blend the placed face into `frame` in place under its alpha; pixels outside the region are untouched."""
+    assert placement.alpha is not None, "the mask is placed before the face is composed"
+    a = placement.alpha[..., None]
+    x0, y0, x1, y1 = placement.box
+    frame[y0:y1, x0:x1] = np.clip(placement.face * a + frame[y0:y1, x0:x1] * (1.0 - a), 0, 255).astype(np.uint8)

@@ -1,5 +1,5 @@
-"""Plugins: a colour correction, a detector, an obfuscation method, a swap model family and an AU source,
-each in one throwaway file outside the repository, run through `deid convert` / `deid extract` /
+"""Plugins: a colour correction, a mask, a detector, an obfuscation method, a swap model family and an AU
+source, each in one throwaway file outside the repository, run through `deid convert` / `deid extract` /
 `deid protect` / `deid train` / `deid evaluate` from the command line.
 
 Nothing of deid is edited: the files are found through $DEID_PLUGINS (module names) and PYTHONPATH, as
@@ -7,12 +7,14 @@ the README's "Adding a plugin" section says.
 """
 from __future__ import annotations
 
+import csv
 import json
 import os
 import subprocess
 import sys
 from pathlib import Path
 
+import cv2
 import numpy as np
 import pytest
 
@@ -65,6 +67,21 @@ class White:
         return np.full_like(frame, 255)
 '''
 
+MASK = '''
+import os
+import numpy as np
+from stages.masks import MASKS
+
+@MASKS.register("test-square")
+class Square:
+    """Throwaway: the whole square the model draws, and a line per call so the test can count them."""
+    needs_learned_mask = False
+    def process(self, landmarks, size, learned):
+        with open(os.environ["TEST_MASK_LOG"], "a") as log:
+            log.write(f"{size} {len(landmarks)} {learned is None}\\n")
+        return np.full((size, size), 255, np.uint8)
+'''
+
 FAMILY = '''
 from models.swap import FAMILIES
 from models.swap.original import Original
@@ -101,8 +118,8 @@ class Brightness(AuPlugin):
                      .rename_axis("frame") for side in ("original", "swapped"))
 '''
 
-PLUGINS = {"my_colour": COLOUR, "my_detector": DETECTOR, "my_obfuscation": OBFUSCATION, "my_family": FAMILY,
-           "my_au": AU_SOURCE}
+PLUGINS = {"my_colour": COLOUR, "my_detector": DETECTOR, "my_obfuscation": OBFUSCATION, "my_mask": MASK,
+           "my_family": FAMILY, "my_au": AU_SOURCE}
 
 
 @pytest.fixture(scope="module")
@@ -136,7 +153,7 @@ def _deid(env: dict[str, str], *args: str) -> subprocess.CompletedProcess:
 
 def test_plugin_names_reach_the_cli_choices(plugin_env):
     help_text = _deid(plugin_env, "convert", "--help").stdout
-    assert "test-grey" in help_text and "test-white" in help_text
+    assert "test-grey" in help_text and "test-white" in help_text and "test-square" in help_text
     assert "test-counting" in _deid(plugin_env, "extract", "--help").stdout
     assert "test-small" in _deid(plugin_env, "train", "--help").stdout
     assert "test-brightness" in _deid(plugin_env, "evaluate", "--help").stdout
@@ -178,6 +195,34 @@ def test_a_colour_plugin_runs_through_convert(plugin_env, clip, clip_faces, tiny
     frames = [f for _, f in iter_frames(probe(out))]
     grey = [np.mean(np.all(np.abs(f.astype(int) - 128) <= 3, axis=2)) for f in frames]
     assert np.mean(grey) > 0.02, grey  # the swapped face arrives as flat grey
+
+
+def test_a_mask_plugin_runs_through_convert(plugin_env, clip, clip_faces, tiny_model, tmp_path):
+    from stages.checkpoint import load_model
+
+    log = tmp_path / "calls.txt"
+    out = tmp_path / "square.mp4"
+    result = _deid({**plugin_env, "TEST_MASK_LOG": str(log)}, "convert", str(clip), "--faces", str(clip_faces),
+                   "--model", str(tiny_model), "-o", str(out), "--mask", "test-square", "--color", "test-grey",
+                   "--fallback", "test-white", "--min-face", "40", "--device", "cpu", "--allow-leaks")
+    assert result.returncode == 0, result.stderr
+    rows = list(csv.DictReader((tmp_path / "square.frames.csv").open()))
+    # Once per swapped frame, with the model's output side, the 68 landmarks and no learned mask (`original`).
+    calls = log.read_text().splitlines()
+    assert len(calls) == sum(int(row["swapped"]) for row in rows) > 0
+    assert set(calls) == {f"{load_model(tiny_model)[0].output_size} 68 True"}
+    # The face arrives as a flat grey square (turned with the head): it fills > 0.9 of its smallest enclosing
+    # rectangle, where the default `extended` hull fills ~0.8.
+    fills = []
+    for (_, frame), row in zip(iter_frames(probe(out)), rows):
+        grey = np.all(np.abs(frame.astype(int) - 128) <= 3, axis=2).astype(np.uint8)
+        count, labels, stats, _ = cv2.connectedComponentsWithStats(grey)
+        largest = 1 + int(np.argmax(stats[1:, cv2.CC_STAT_AREA])) if count > 1 else 0
+        area = stats[largest, cv2.CC_STAT_AREA] if largest else 0
+        if row["swapped"] == "1" and area > 0.02 * grey.size:  # the background has a few grey pixels of its own
+            (_, (w, h), _) = cv2.minAreaRect(cv2.findNonZero((labels == largest).astype(np.uint8)))
+            fills.append(area / (w * h))
+    assert fills and min(fills) > 0.9, fills
 
 
 def test_a_model_family_plugin_trains_and_is_recorded(plugin_env, clip_faces, tmp_path):
