@@ -39,25 +39,29 @@ def run_one(family: str, a_dir: Path, b_dir: Path, device: str, iterations: int,
     import torch
 
     from models.swap import build_model
-    from stages.train import resolve_architecture, train
+    from stages.checkpoint import ARCH_KEYS
+    from stages.train import train
     from stages.train_config import TrainConfig
 
     total = warmup + iterations
     config = TrainConfig(model=family, iterations=total, save_every=10 ** 6, preview_every=0, identity_every=0)
-    frozen = resolve_architecture(config)
-    with torch.device("meta"):  # count parameters without allocating them (that would inflate the peak)
-        parameters = sum(p.numel() for p in build_model(family).parameters())
     with tempfile.TemporaryDirectory() as model_dir:
         start = time.perf_counter()
         summary = train(a_dir, b_dir, Path(model_dir), config, device=device, progress=False)
         seconds = time.perf_counter() - start
         rows = list(csv.DictReader((Path(model_dir) / "loss.csv").read_text().splitlines()))
+    # What train built: on a CPU with width/latent at 0 that is the family's CPU size (stages/train.py).
+    frozen = summary["frozen"]
+    with torch.device("meta"):  # count parameters without allocating them (that would inflate the peak)
+        parameters = sum(p.numel() for p in build_model(family, **{k: frozen[k] for k in ARCH_KEYS}).parameters())
     rates = [float(r["images_per_s"]) for r in rows[warmup:]]
     result = {
         "family": family,
         "device": summary["device"],
         "input_size": frozen["input_size"],
         "output_size": frozen["output_size"],
+        "width": frozen["width"],
+        "latent": frozen["latent"],
         "batch_size": summary["batch_size"],
         "parameters_millions": round(parameters / 1e6, 1),
         "timed_iterations": len(rates),
