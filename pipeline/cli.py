@@ -101,7 +101,7 @@ def build_parser() -> argparse.ArgumentParser:
     from pipeline.version import version_line
 
     parser.add_argument("--version", action="version", version=version_line())
-    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    parser.add_argument("-v", "--verbose", action="store_true", help="deid's debug logging: each stage's settings and decisions")
     parser.add_argument("-q", "--quiet", action="store_true", help="warnings only, no progress bars")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
@@ -243,8 +243,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     # face_recognition_models imports pkg_resources; the warning is about that package, not the user's run.
     warnings.filterwarnings("ignore", message="pkg_resources is deprecated")
     args = build_parser().parse_args(argv)
-    level = logging.DEBUG if args.verbose else logging.WARNING if args.quiet else logging.INFO
+    level = logging.WARNING if args.quiet else logging.INFO
     logging.basicConfig(level=level, format="%(asctime)s %(name)s: %(message)s", datefmt="%H:%M:%S")
+    if args.verbose:
+        # deid's own detail only: other libraries' DEBUG output (fonts, image plugins) would bury it.
+        logging.getLogger("deid").setLevel(logging.DEBUG)
     progress = not args.quiet
     try:
         return _dispatch(args, progress)

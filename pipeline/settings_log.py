@@ -36,17 +36,30 @@ def flatten(settings: Mapping[str, Any] | Any, prefix: str = "") -> dict[str, st
     return out
 
 
+def wrap(head: str, items: list[str], width: int = LINE) -> list[str]:
+    """`head item item ...` in lines of at most `width` characters; an item longer than a line (a long path)
+    is cut across continuation lines rather than shortened, so nothing is lost from the log."""
+    lines, line = [], head
+    cont = f"{head.rstrip(':')} (cont.):"
+    for item in items:
+        if len(line) + 1 + len(item) > width and line != head and line != cont:
+            lines.append(line)
+            line = cont
+        while len(line) + 1 + len(item) > width:
+            room = max(width - len(line) - 1, 1)
+            lines.append(f"{line} {item[:room]}")
+            line, item = cont, item[room:]
+        line += " " + item
+    lines.append(line)
+    return lines
+
+
 def log_settings(stage: str, settings: Mapping[str, Any] | Any, decision: str | None = None) -> None:
-    """DEBUG lines: `<stage>: <decision>` then `<stage> settings: k=v k=v ...` wrapped at LINE characters."""
+    """DEBUG lines: `<stage>: <decision>` then `<stage> settings: k=v k=v ...`, each at most LINE characters."""
     if not log.isEnabledFor(logging.DEBUG):
         return
     if decision:
-        log.debug("%s: %s", stage, decision)
-    head = f"{stage} settings:"
-    line = head
-    for item in (f"{k}={v}" for k, v in flatten(settings).items()):
-        if len(line) + 1 + len(item) > LINE and line != head:
+        for line in wrap(f"{stage}:", decision.split(" ")):
             log.debug("%s", line)
-            line = f"{stage} settings (cont.):"
-        line += " " + item[:LINE - len(line) - 1]
-    log.debug("%s", line)
+    for line in wrap(f"{stage} settings:", [f"{k}={v}" for k, v in flatten(settings).items()]):
+        log.debug("%s", line)
