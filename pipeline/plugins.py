@@ -20,6 +20,8 @@ PLUGINS_ENV = "DEID_PLUGINS"
 
 class Registry(Generic[T]):
     def __init__(self, family: str, builtins: Sequence[str]) -> None:
+        # `builtins` is a literal list of module names: the runner's code fingerprint reads it from the
+        # source, so that editing a built-in plugin re-runs the stages that use it.
         self.family = family
         self._builtins = tuple(builtins)
         self._entries: dict[str, T] = {}

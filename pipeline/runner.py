@@ -21,8 +21,10 @@ from __future__ import annotations
 import ast
 import functools
 import hashlib
+import importlib.util
 import json
 import logging
+import os
 import platform
 import time
 from dataclasses import dataclass
@@ -33,6 +35,7 @@ from typing import Any, Callable, Iterator, Mapping, Sequence
 from pipeline.atomic import write_json
 from pipeline.errors import DeidError
 from pipeline.locks import file_lock
+from pipeline.plugins import PLUGINS_ENV
 from pipeline.settings_log import log_settings
 
 log = logging.getLogger("deid.runner")
@@ -141,11 +144,27 @@ def code_fingerprint(modules: tuple[str, ...], root: Path | None = None) -> dict
         if key not in _IMPORTS:  # parsing is most of the cost, and the stages share most of their modules
             _IMPORTS[key] = _imports(data, name, key[2])
         todo += _IMPORTS[key]
+    files.update(_external_plugin_files())
     digest = hashlib.sha256(json.dumps(sorted(files.items())).encode()).hexdigest()
     return {"version": package_versions().get("deid"), "sha256": digest, "files": dict(sorted(files.items()))}
 
 
 _IMPORTS: dict[tuple[str, str, bool], list[str]] = {}  # (sha256, module, is package) -> what it imports
+
+
+def _external_plugin_files() -> dict[str, str]:
+    """{"$DEID_PLUGINS:module": sha256} for the user's own plugins: any stage may look one up by name, and
+    editing one must re-run what it made, as a built-in plugin's edit does."""
+    out: dict[str, str] = {}
+    for module in filter(None, (m.strip() for m in os.environ.get(PLUGINS_ENV, "").split(","))):
+        try:
+            spec = importlib.util.find_spec(module)
+        except (ImportError, ValueError):
+            spec = None
+        origin = Path(spec.origin) if spec is not None and spec.origin and spec.has_location else None
+        out[f"${PLUGINS_ENV}:{module}"] = (hashlib.sha256(origin.read_bytes()).hexdigest()
+                                           if origin is not None and origin.is_file() else "missing")
+    return out
 
 
 def _module_file(root: Path, name: str) -> Path | None:
@@ -174,6 +193,23 @@ def _imports(source: bytes, name: str, is_package: bool) -> list[str]:
                 base = ".".join([*anchor, *([base] if base else [])])
             found.append(base)
             found += [f"{base}.{alias.name}" for alias in node.names]
+    return found + _registry_builtins(tree)
+
+
+def _registry_builtins(tree: ast.Module) -> list[str]:
+    """The built-in plugin modules of a module-level `X = Registry("family", ["pkg.mod", ...])`: loaded by
+    name at the first lookup, not by an import statement, yet code the stage runs."""
+    found: list[str] = []
+    for node in tree.body:
+        call = node.value if isinstance(node, (ast.Assign, ast.AnnAssign)) else None
+        if not isinstance(call, ast.Call):
+            continue
+        func = call.func.attr if isinstance(call.func, ast.Attribute) else getattr(call.func, "id", "")
+        if not func.endswith("Registry"):
+            continue
+        for arg in call.args:
+            if isinstance(arg, (ast.List, ast.Tuple)):
+                found += [e.value for e in arg.elts if isinstance(e, ast.Constant) and isinstance(e.value, str)]
     return found
 
 

@@ -221,3 +221,30 @@ def test_every_planned_stage_fingerprints_its_own_and_its_upstream_modules(tmp_p
         own = "references" if stage == "reference" else stage
         assert {f"stages/{m}.py" for m in (own, *upstream)} <= files[stage], stage
     assert "pipeline/runner.py" not in files["extract"]  # bookkeeping, imported for hash_input
+
+
+def test_a_built_in_plugin_and_a_plugin_of_your_own_count_as_code(tmp_path, source_copy, monkeypatch):
+    """Registries load their built-in plugins by module name, not by import statement, and the user's own
+    plugins come from $DEID_PLUGINS: editing either re-runs the stages that may use it."""
+    from pipeline.runner import code_fingerprint
+
+    code_fingerprint.cache_clear()
+    files = set(code_fingerprint(("stages.convert",))["files"])
+    assert {"stages/colour/seamless.py", "stages/masks/components.py", "stages/obfuscation/pixelate.py",
+            "models/swap/villain.py"} <= files
+
+    plugin = tmp_path / "plugins" / "my_colour.py"
+    plugin.parent.mkdir()
+    plugin.write_text("GAIN = 1\n")
+    monkeypatch.syspath_prepend(str(plugin.parent))
+    monkeypatch.setenv("DEID_PLUGINS", "my_colour")
+    (tmp_path / "input.txt").write_text("a")
+    manifest = tmp_path / "manifest.json"
+    specs = code_stages(tmp_path, source_copy, (("convert", ("stages.convert",), ()),))
+    code_fingerprint.cache_clear()
+    assert run_stage(specs[0], Manifest(manifest)).ran
+    assert reasons(specs, manifest) == {"convert": None}
+    plugin.write_text("GAIN = 2\n")
+    assert reasons(specs, manifest) == {"convert": "code changed: $DEID_PLUGINS:my_colour"}
+    (source_copy / "stages" / "colour" / "hist.py").write_text("# edited\n")
+    assert reasons(specs, manifest)["convert"] == "code changed: $DEID_PLUGINS:my_colour, stages/colour/hist.py"

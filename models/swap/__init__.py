@@ -37,7 +37,7 @@ class FamilyRegistry(Registry[Family]):
 
 
 # Built-in order is the order of the CLI's choices; `original` first, as the default.
-FAMILIES = FamilyRegistry("model family", [f"models.swap.{name}" for name in ("original", "dfaker", "villain")])
+FAMILIES = FamilyRegistry("model family", ["models.swap.original", "models.swap.dfaker", "models.swap.villain"])
 
 
 def family(name: str, key: str | None = None) -> Family:

@@ -57,7 +57,8 @@ class AuPlugin:
 
 
 AU_SOURCES: Registry[type[AuPlugin]] = Registry(
-    "AU source", [f"reports.au_source.{name}" for name in ("pyfeat", "openface", "pyfeat_csv", "none")])
+    "AU source", ["reports.au_source.pyfeat", "reports.au_source.openface", "reports.au_source.pyfeat_csv",
+                  "reports.au_source.none"])
 
 
 def note_unavailable(configs: Sequence[EvaluateConfig]) -> None:

@@ -20,4 +20,5 @@ class ColourCorrection(Protocol):
 
 
 COLOURS: Registry[type[ColourCorrection]] = Registry(
-    "colour correction", [f"stages.colour.{name}" for name in ("avg", "transfer", "hist", "seamless", "none")])
+    "colour correction", ["stages.colour.avg", "stages.colour.transfer", "stages.colour.hist", "stages.colour.seamless",
+     "stages.colour.none"])

@@ -25,4 +25,4 @@ class FaceMask(Protocol):
 
 
 MASKS: Registry[type[FaceMask]] = Registry(
-    "mask", [f"stages.masks.{name}" for name in ("extended", "components", "learned")])
+    "mask", ["stages.masks.extended", "stages.masks.components", "stages.masks.learned"])

@@ -24,4 +24,4 @@ class Obfuscation(Protocol):
 
 
 OBFUSCATIONS: Registry[type[Obfuscation]] = Registry(
-    "obfuscation", [f"stages.obfuscation.{name}" for name in ("mask", "blur", "pixelate")])
+    "obfuscation", ["stages.obfuscation.mask", "stages.obfuscation.blur", "stages.obfuscation.pixelate"])
