@@ -231,6 +231,15 @@ def convert_spec(key: str, video: Path, faces_dir: Path, model_dir: Path, out: P
     )
 
 
+def recogniser_caveats(config: PipelineConfig) -> tuple[str, ...]:
+    """The report's caveat when the swap model was trained against the recogniser evaluate scores with."""
+    if not config.train.identity_weight:
+        return ()
+    return (f"the swap model was trained against the recogniser these identity scores use "
+            f"(train.identity_weight={config.train.identity_weight:g}): SW-OR, SW-SW, the re-identification "
+            f"count and the parrot attack are optimistic for it; confirm with another recogniser",)
+
+
 def evaluate_spec(key: str, original: Path, swapped: Path, references: tuple[Path, Path], out_dir: Path,
                   config: PipelineConfig, progress: bool = True, name: str | None = None,
                   needs: tuple[str, ...] = ()) -> StageSpec:
@@ -243,7 +252,7 @@ def evaluate_spec(key: str, original: Path, swapped: Path, references: tuple[Pat
         outputs=[out_dir / "reports" / "summary.json", out_dir / "reports" / "report.html"],
         run=lambda: evaluate(original, swapped, references[0], references[1], out_dir, config.evaluate,
                              progress=progress, name=name, allow_damaged=config.allow_damaged,
-                             device=config.device).as_json(),
+                             device=config.device, caveats=recogniser_caveats(config)).as_json(),
         needs=needs,
         code=("stages.evaluate", "stages.references", "stages.convert", "stages.train", "stages.clean",
               "stages.extract"),

@@ -21,7 +21,7 @@ import time
 from dataclasses import dataclass, field
 from itertools import zip_longest
 from pathlib import Path
-from typing import Iterator
+from typing import Iterator, Sequence
 
 import cv2
 import numpy as np
@@ -61,15 +61,18 @@ def sample_frames(total: int, count: int, seed: int) -> np.ndarray:
 
 def evaluate(original: Path, swapped: Path, ref_original: Path, ref_donor: Path, out_dir: Path,
              config: EvaluateConfig, progress: bool = True, name: str | None = None,
-             allow_damaged: bool = False, device: str = "auto") -> EvaluationSummary:
-    """Score a swapped video against its original; write `<out_dir>/reports/`; return the summary."""
+             allow_damaged: bool = False, device: str = "auto", caveats: Sequence[str] = ()) -> EvaluationSummary:
+    """Score a swapped video against its original; write `<out_dir>/reports/`; return the summary.
+
+    `caveats`: what the caller knows that weakens these numbers (a model trained against the recogniser),
+    reported first among the notes."""
     started = time.perf_counter()
     original, swapped, out_dir = Path(original), Path(swapped), Path(out_dir)
     info_o, info_s = probe(original, allow_damaged), probe(swapped, allow_damaged)
     total = min(info_o.frames, info_s.frames)
     if total <= 0:
         raise MediaError(f"{original if info_o.frames <= 0 else swapped}: no frames to evaluate")
-    notes = []
+    notes = list(caveats)
     if info_o.frames != info_s.frames:
         notes.append(f"the videos differ in length ({info_o.frames} vs {info_s.frames} frames): "
                      f"only the first {total} frames are compared, by index")

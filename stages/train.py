@@ -272,6 +272,9 @@ def _open_session(model_dir: Path, config: TrainConfig, frozen: dict[str, Any], 
     if previous is not None:
         session.grad_norms.extend(previous.optimizer.get("grad_norms", []))
     if config.identity_weight:
+        log.warning("train.identity_weight=%g: the model learns against the recogniser that convert's "
+                    "re-identification check and evaluate's identity scores use, so those numbers are optimistic "
+                    "for it; confirm with another recogniser before relying on them", config.identity_weight)
         session.identity_loss = IdentityLoss(frozen["output_size"], config.centering, frozen["coverage"], device,
                                              config.identity_margin)
         for side in ("a", "b"):

@@ -71,3 +71,17 @@ def test_the_hinge_pushes_a_from_a_and_lets_the_donor_be(people):
     value, _, _ = loss(swapped)
     value.backward()
     assert swapped.grad is not None and float(swapped.grad.abs().sum()) > 0
+
+
+def test_a_pipeline_trained_against_the_recogniser_says_so_in_its_report(tmp_path):
+    """The identity term optimises the very network evaluate scores with: the report must not hide that."""
+    import dataclasses
+
+    from pipeline.config import PipelineConfig
+    from pipeline.workflow import recogniser_caveats
+
+    plain = PipelineConfig(target=tmp_path / "a.mp4", donor=tmp_path / "b.mp4", runs_dir=tmp_path)
+    assert recogniser_caveats(plain) == ()
+    trained = dataclasses.replace(plain, train=dataclasses.replace(plain.train, identity_weight=1.0))
+    (caveat,) = recogniser_caveats(trained)
+    assert "train.identity_weight=1" in caveat and "optimistic" in caveat
