@@ -180,6 +180,7 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--frames", type=int, default=1000, help="frames sampled (default 1000)")
     ev.add_argument("--seed", type=int, default=0)
     from reports.au_source import AU_SOURCES
+    from reports.metrics import METRICS
 
     ev.add_argument("--au", choices=AU_SOURCES.names(), default="pyfeat",
                     help="where AU intensities come from (default pyfeat; openface and pyfeat-csv read --au-original "
@@ -188,6 +189,8 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--au-swapped", type=Path, default=None, help="AU CSV of the swapped video")
     ev.add_argument("--gallery", type=Path, default=None, help="folder of identities (one sub-folder per person)")
     ev.add_argument("--parrot", choices=("auto", "blur", "pixelate", "none"), default="auto")
+    ev.add_argument("--metric", action="append", choices=METRICS.names(), default=None, dest="metrics",
+                    help="a metric of reports/metrics/ to run (repeat for more; default: all of them)")
     ev.add_argument("--pyfeat-model-dir", type=Path, default=None, help="py-feat weights in the hub cache layout")
     ev.add_argument("--name", default=None, help="label of this run in `deid compare`")
     ev.add_argument("--device", default="auto", help="auto | cpu | cuda (default auto)")

@@ -143,7 +143,7 @@ def run_evaluate(args: argparse.Namespace, progress: bool) -> None:
     try:
         config = EvaluateConfig(frames=args.frames, seed=args.seed, au=args.au, au_original=args.au_original,
                                 au_swapped=args.au_swapped, gallery=args.gallery, parrot=args.parrot,
-                                pyfeat_model_dir=args.pyfeat_model_dir)
+                                pyfeat_model_dir=args.pyfeat_model_dir, metrics=args.metrics)
     except ConfigError as exc:
         raise _cli_error("evaluate", exc, "evaluate") from None
     from reports.au_source import note_unavailable

@@ -61,6 +61,7 @@ def row_for(summary: EvaluationSummary, name: str) -> dict:
         "geometry PCC": _pm(geo, "geometry_pcc_mean", "geometry_pcc_sd"),
         "pose MAE (deg)": "n/a" if geo.get("pose_mae") is None else f"{geo['pose_mae']:.2f}",
         "frames": reid.get("frames_sampled", "n/a"),
+        **{name: _pm(m) if m.get("computed") else "n/a" for name, m in summary.metrics.items()},
     }
 
 
@@ -87,7 +88,8 @@ def compare(run_dirs: Sequence[Path], out_dir: Path, names: Sequence[str] | None
             if table is not None:
                 au_rows += [{"name": name, "au": r["au"], "pcc": r.get("pcc"), "rmse": r.get("rmse")}
                             for r in table.to_dict("records")]
-    table = pd.DataFrame(rows, columns=COLUMNS)
+    metric_columns = list(dict.fromkeys(k for row in rows for k in row if k not in COLUMNS))  # reports/metrics/
+    table = pd.DataFrame(rows, columns=COLUMNS + metric_columns)
     out_dir = Path(out_dir)
     write_text(out_dir / f"{stem}.csv", table.to_csv(index=False))
     write_text(out_dir / f"{stem}.md", to_markdown(table))

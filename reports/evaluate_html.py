@@ -18,8 +18,10 @@ def render_html(summary: EvaluationSummary, table: pd.DataFrame, geo_table: pd.D
     if summary.gallery:
         sections.append(_gallery(summary))
     sections += [("Expression: Action Units", _au(summary, au_table, images)),
-                 ("Expression and pose: landmark geometry", _geometry(summary, geo_table, images)),
-                 ("Inputs and provenance", _inputs(summary))]
+                 ("Expression and pose: landmark geometry", _geometry(summary, geo_table, images))]
+    if summary.metrics:
+        sections.append(("More metrics", _metrics(summary)))
+    sections.append(("Inputs and provenance", _inputs(summary)))
     return h.render_report(f"De-identification report: {summary.name}", (summary.verdict.text, summary.verdict.level),
                            sections)
 
@@ -110,6 +112,15 @@ def _inputs(summary: EvaluationSummary) -> str:
             f"{h.fmt(summary.ref_original)}, {h.fmt(summary.ref_donor)}<br>deid {h.fmt(summary.version)}"
             f"{', commit ' + h.fmt(summary.commit) if summary.commit else ''}; evaluated on {h.fmt(summary.device)}.</p>"
             + (f"<ul>{damaged}{notes}</ul>" if notes or damaged else ""))
+
+
+def _metrics(summary: EvaluationSummary) -> str:
+    rows = [{"metric": name, "measures": m.get("description", ""),
+             **({k: m.get(k) for k in ("n", "mean", "median", "min", "max")} if m.get("computed")
+                else {"n": m.get("n", 0), "mean": f"not computed: {m.get('reason', '')}"})}
+            for name, m in summary.metrics.items()]
+    return (h.table_html(rows, ["metric", "measures", "n", "mean", "median", "min", "max"])
+            + "<p class=\"note\">Per-frame values: metrics.csv. These do not enter the verdict.</p>")
 
 
 def _pct(value: float | None) -> str:

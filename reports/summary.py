@@ -39,6 +39,7 @@ class EvaluationSummary:
     geometry: dict[str, Any]
     au: dict[str, Any]
     gallery: dict[str, Any] | None = None
+    metrics: dict[str, dict[str, Any]] = field(default_factory=dict)  # reports/metrics/ plugins: name -> summary
     recogniser: str = RECOGNISER
     notes: list[str] = field(default_factory=list)
     damaged_input: dict[str, str] = field(default_factory=dict)

@@ -38,6 +38,7 @@ from reports.au_source import AuSource
 from reports.evaluate_html import render_html
 from reports.gallery import gallery_identification
 from reports.geometry import geometry_preservation, geometry_table
+from reports.metrics import Metric, Sample, make_metrics
 from reports.identity import comparison_stats, donor_match, identity_frame_table, reidentification
 from reports.parrot import ParrotEvidence, is_flat, parrot_attack, parrot_explanation
 from reports.summary import EvaluationSummary
@@ -89,8 +90,9 @@ def evaluate(original: Path, swapped: Path, ref_original: Path, ref_donor: Path,
         # The CLI said so at the start of evaluate/run/batch (one line); the report and summary say it again.
         log.debug("AU will not be computed: %s", au.reason)
 
+    metrics = make_metrics(config.metrics, config)
     t = time.perf_counter()
-    faces = _analyse(info_o, info_s, indices, analyser, refs, au, config, progress)
+    faces = _analyse(info_o, info_s, indices, analyser, refs, au, metrics, config, progress)
     identity_seconds = time.perf_counter() - t
     for decoded, label in ((faces.decoded_original, "original"), (faces.decoded_swapped, "swapped")):
         if decoded < len(indices):
@@ -125,6 +127,7 @@ def evaluate(original: Path, swapped: Path, ref_original: Path, ref_donor: Path,
     geo_table, geometry = geometry_preservation(geo_o.dropna(how="all"), geo_s.dropna(how="all"))
     t = time.perf_counter()
     au_summary, au_o, au_s, au_table = au.result()
+    measured = {metric.name: (metric.description, metric.result()) for metric in metrics}
     bars = Bars(config.threshold, config.donor_share, config.expression_pcc, config.pose_mae)
     verdict = judge(reid, parrot, identity["donor"], geometry, au_summary, bars)
 
@@ -133,6 +136,8 @@ def evaluate(original: Path, swapped: Path, ref_original: Path, ref_donor: Path,
         ref_donor=str(ref_donor), frames_total=int(total), frames_sampled=int(len(indices)), seed=config.seed,
         fps=fps, threshold=config.threshold, verdict=verdict, identity=identity, parrot=parrot, geometry=geometry,
         au=au_summary, gallery=gallery, notes=notes,
+        metrics={name: {"description": description, **result.summary}
+                 for name, (description, result) in measured.items()},
         damaged_input={str(i.path): i.damage for i in (info_o, info_s) if i.damage},
         timings={"identity_s": round(identity_seconds, 3), "au_s": round(time.perf_counter() - t, 3),
                  "frames_per_s": round(len(indices) / max(1e-9, identity_seconds), 3)},
@@ -142,6 +147,9 @@ def evaluate(original: Path, swapped: Path, ref_original: Path, ref_donor: Path,
     reports = out_dir / "reports"
     images = _images(table, geo_o, geo_s, geo_table, au_o, au_s, au_table, au_summary, faces, refs, config.threshold)
     _write_tables(reports, table, geo_o, geo_s, geo_table, au_o, au_s, au_table)
+    write_text(reports / "metrics.csv", pd.DataFrame({name: pd.Series(result.per_frame, dtype=float)
+                                                      for name, (_, result) in measured.items()}, index=list(indices))
+               .rename_axis("frame").to_csv(float_format="%.6g"))
     for image_name, png in images.items():
         write_bytes(reports / "plots" / image_name, png)
     write_text(reports / "report.html", render_html(summary, table, geo_table, au_table, images))
@@ -190,7 +198,7 @@ class _Analysis:
 
 
 def _analyse(info_o: MediaInfo, info_s: MediaInfo, indices: np.ndarray, analyser: FaceIdentity, refs: dict,
-             au: AuSource, config: EvaluateConfig, progress: bool) -> _Analysis:
+             au: AuSource, metrics: list[Metric], config: EvaluateConfig, progress: bool) -> _Analysis:
     n = len(indices)
     faces = _Analysis([None] * n, [None] * n, np.full((n, 128), np.nan, np.float32),
                       np.full((n, 128), np.nan, np.float32))
@@ -210,8 +218,12 @@ def _analyse(info_o: MediaInfo, info_s: MediaInfo, indices: np.ndarray, analyser
                         found.append((embeddings, pos, frame, lm))
             for (embeddings, pos, _, _), vector in zip(found, analyser.embed_many([(f, lm) for _, _, f, lm in found])):
                 embeddings[pos] = vector
-            for pos, _, fo, fs in batch:
+            for pos, index, fo, fs in batch:
                 _keep(faces, pos, fo, fs, config, analyser, ref_original)
+                if fo is not None and fs is not None:
+                    sample = Sample(index, fo, fs, faces.landmarks_o[pos], faces.landmarks_s[pos])
+                    for metric in metrics:
+                        metric.add(sample)
             au.add("original", [(i, f) for _, i, f in present_o])
             au.add("swapped", [(i, f) for _, i, f in present_s])
             bar.update(len(batch))

@@ -35,6 +35,7 @@ class EvaluateConfig:
     donor_share: float = 0.5                # verdict: "became the donor" when SW-SW < threshold in this share of frames
     expression_pcc: float = 0.5             # verdict: "expression kept" needs AU (else geometry) PCC >= this
     pose_mae: float = 5.0                   # verdict: ... and head-pose mean absolute error <= this, degrees
+    metrics: tuple[str, ...] | None = None  # registered metrics (reports/metrics/) to run; None = all of them
 
     def __post_init__(self) -> None:
         _int("frames", self.frames, 1, 10**7)
@@ -54,6 +55,15 @@ class EvaluateConfig:
                 or not 0.0 < float(self.threshold) < 2.0:
             raise ConfigError(f"evaluate.threshold must be a number in 0..2 (face_recognition distance), got {self.threshold!r}")
         _choice("parrot", self.parrot, typing.get_args(ParrotMode))
+        if self.metrics is not None:
+            if isinstance(self.metrics, str) or not isinstance(self.metrics, (list, tuple)):
+                raise ConfigError(f"evaluate.metrics must be a list of metric names (or null for all), "
+                                  f"got {self.metrics!r}")
+            from reports.metrics import METRICS
+
+            for name in self.metrics:
+                METRICS.get(name if isinstance(name, str) else repr(name), "evaluate.metrics")
+            object.__setattr__(self, "metrics", tuple(self.metrics))  # frozen configs are hashed
         for key in ("au_original", "au_swapped", "gallery", "pyfeat_model_dir"):
             value = getattr(self, key)
             if value is not None and not isinstance(value, (str, Path)):

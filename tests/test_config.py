@@ -54,6 +54,8 @@ def test_unknown_top_level_key(tmp_path):
     ("device: gpu\n", "device must be one of auto, cpu, cuda"),
     ("extract:\n  every: 0\n", "extract.every must be in 1..100000"),
     ("extract: 3\n", "extract must be a mapping"),
+    ("evaluate:\n  metrics: [landmark_nme, psnr]\n", "evaluate.metrics must be one of landmark_nme, face_ssim; got 'psnr'"),
+    ("evaluate:\n  metrics: face_ssim\n", "evaluate.metrics must be a list of metric names"),
 ])
 def test_mistyped_values_name_the_key(tmp_path, text, key):
     with pytest.raises(ConfigError, match=key.replace("[", r"\[").replace("]", r"\]")):

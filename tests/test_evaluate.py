@@ -143,6 +143,22 @@ def test_blur_baseline_naive_vs_parrot(blur_run):
     assert "Parrot attack" in html and "looks like a blur" in html
 
 
+def test_more_metrics_see_an_untouched_face_and_a_blurred_one(self_run, blur_run):
+    """reports/metrics/ built-ins: the same video twice is NME 0 and SSIM 1; a blur keeps the landmarks
+    roughly in place but not the pixels."""
+    (out, same), (_, blurred) = self_run, blur_run
+    assert set(same.metrics) == {"landmark_nme", "face_ssim"}
+    assert same.metrics["landmark_nme"]["mean"] == 0.0 and same.metrics["face_ssim"]["mean"] == pytest.approx(1.0)
+    assert same.metrics["face_ssim"]["n"] == FRAMES
+    ssim = blurred.metrics["face_ssim"]
+    assert ssim["computed"] and ssim["max"] < 0.9, ssim
+    nme = blurred.metrics["landmark_nme"]
+    assert not nme["computed"] or nme["mean"] > 0.0  # no face found in the blur, or one whose points moved
+    table = pd.read_csv(out / "reports" / "metrics.csv", index_col="frame")
+    assert list(table.columns) == ["landmark_nme", "face_ssim"] and len(table) == FRAMES
+    assert "More metrics" in (out / "reports" / "report.html").read_text()
+
+
 def test_estimate_degradation_pixelate(clips):
     frames = clips["frames"][:2]
     lm = _landmarks_of_image(clips["ref_original"])

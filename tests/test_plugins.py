@@ -1,5 +1,5 @@
-"""Plugins: a colour correction, a mask, a detector, an obfuscation method, a swap model family and an AU
-source, each in one throwaway file outside the repository, run through `deid convert` / `deid extract` /
+"""Plugins: a colour correction, a mask, a detector, an obfuscation method, a swap model family, an AU
+source and an evaluation metric, each in one throwaway file outside the repository, run through `deid convert` / `deid extract` /
 `deid protect` / `deid train` / `deid evaluate` from the command line.
 
 Nothing of deid is edited: the files are found through $DEID_PLUGINS (module names) and PYTHONPATH, as
@@ -118,7 +118,24 @@ class Brightness(AuPlugin):
                      .rename_axis("frame") for side in ("original", "swapped"))
 '''
 
-PLUGINS = {"my_colour": COLOUR, "my_detector": DETECTOR, "my_obfuscation": OBFUSCATION, "my_mask": MASK,
+METRIC = '''
+from reports.metrics import METRICS, Metric, MetricResult
+
+@METRICS.register("test-red")
+class Red(Metric):
+    """Throwaway: the swapped frame's mean red level, so the test can see the frames streamed through."""
+    description = "mean red of the swapped frame"
+    def __init__(self, config):
+        super().__init__(config)
+        self.values = {}
+    def add(self, sample):
+        self.values[sample.index] = float(sample.swapped[..., 0].mean())
+    def result(self):
+        return MetricResult({"computed": True, "n": len(self.values), "mean": sum(self.values.values()) / len(self.values)},
+                            self.values)
+'''
+
+PLUGINS = {"my_colour": COLOUR, "my_metric": METRIC, "my_detector": DETECTOR, "my_obfuscation": OBFUSCATION, "my_mask": MASK,
            "my_family": FAMILY, "my_au": AU_SOURCE}
 
 
@@ -157,6 +174,7 @@ def test_plugin_names_reach_the_cli_choices(plugin_env):
     assert "test-counting" in _deid(plugin_env, "extract", "--help").stdout
     assert "test-small" in _deid(plugin_env, "train", "--help").stdout
     assert "test-brightness" in _deid(plugin_env, "evaluate", "--help").stdout
+    assert "test-red" in _deid(plugin_env, "evaluate", "--help").stdout
     # Without the variable the names are unknown: one line naming the choices.
     plain = {k: v for k, v in plugin_env.items() if k != "DEID_PLUGINS"}
     result = _deid(plain, "protect", "x.mp4", "-o", "out", "--method", "test-white")
@@ -259,3 +277,21 @@ def test_an_au_source_plugin_runs_through_evaluate(plugin_env, clip, data_dir, t
     assert au["computed"] and au["source"] == "test-brightness"
     assert au["alignment"]["aus"] == ["AU01", "AU02", "AU04"] and au["alignment"]["frames_paired"] == 4
     assert au["rmse_mean"] == 0.0  # the same video twice: the same numbers
+
+
+def test_a_metric_plugin_runs_through_evaluate_and_reaches_compare(plugin_env, clip, data_dir, tmp_path):
+    import cv2
+
+    ref = tmp_path / "ref.jpg"
+    cv2.imwrite(str(ref), cv2.cvtColor(next(iter_frames(probe(clip)))[1], cv2.COLOR_RGB2BGR))
+    out = tmp_path / "ev"
+    result = _deid(plugin_env, "evaluate", "--original", str(clip), "--swapped", str(clip), "--ref-original", str(ref),
+                   "--ref-donor", str(data_dir / "identities" / "obama" / "1.jpg"), "-o", str(out), "--frames", "3",
+                   "--au", "none", "--parrot", "none", "--device", "cpu", "--metric", "test-red")
+    assert result.returncode == 0, result.stderr
+    metrics = json.loads((out / "reports" / "summary.json").read_text())["metrics"]
+    assert list(metrics) == ["test-red"] and metrics["test-red"]["n"] == 3
+    assert 0 < metrics["test-red"]["mean"] < 255 and metrics["test-red"]["description"] == "mean red of the swapped frame"
+    assert "test-red" in (out / "reports" / "metrics.csv").read_text().splitlines()[0]
+    assert _deid(plugin_env, "compare", str(out), "-o", str(tmp_path / "cmp")).returncode == 0
+    assert "test-red" in (tmp_path / "cmp" / "compare.csv").read_text().splitlines()[0]

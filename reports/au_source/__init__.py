@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import logging
 import sys
+from abc import ABC, abstractmethod
 from typing import ClassVar, Sequence
 
 import numpy as np
@@ -30,7 +31,7 @@ log = logging.getLogger("deid.evaluate")
 _EMPTY_TABLE_COLUMNS = ["au", "pcc", "rmse", "frames", "pcc_defined", "mean_original", "mean_swapped"]
 
 
-class AuPlugin:
+class AuPlugin(ABC):
     """One evaluation's AU source. Tables are reports/au.py's layout: one row per frame index ("frame"),
     one column per AU (AU01, AU02, ...), the same AUs in both."""
 
@@ -51,9 +52,9 @@ class AuPlugin:
     def add(self, label: str, frames: list[tuple[int, np.ndarray]]) -> None:
         """One batch of (frame index, RGB frame) of the "original" or the "swapped" video."""
 
+    @abstractmethod
     def tables(self) -> tuple[pd.DataFrame, pd.DataFrame]:
         """(original, swapped) AU tables, once the videos have streamed past."""
-        raise NotImplementedError
 
 
 AU_SOURCES: Registry[type[AuPlugin]] = Registry(

@@ -1,6 +1,8 @@
 """none: no AU; the expression is scored from landmark geometry alone (reports/geometry.py)."""
 from __future__ import annotations
 
+import pandas as pd
+
 from reports.au_source import AU_SOURCES, AuPlugin
 from stages.evaluate_config import EvaluateConfig
 
@@ -10,3 +12,8 @@ class NoAu(AuPlugin):
     def __init__(self, config: EvaluateConfig, device: str) -> None:
         super().__init__(config, device)
         self.reason = "disabled (evaluate.au: none)"
+
+    def tables(self) -> tuple[pd.DataFrame, pd.DataFrame]:
+        """Never read: `reason` is set from the start, so AuSource reports "not computed" instead."""
+        empty = pd.DataFrame(index=pd.Index([], name="frame"))
+        return empty, empty
