@@ -55,7 +55,7 @@ def test_unknown_top_level_key(tmp_path):
     ("extract:\n  every: 0\n", "extract.every must be in 1..100000"),
     ("extract: 3\n", "extract must be a mapping"),
     ("evaluate:\n  metrics: [landmark_nme, psnr]\n", "evaluate.metrics must be one of landmark_nme, face_ssim; got 'psnr'"),
-    ("evaluate:\n  metrics: face_ssim\n", "evaluate.metrics must be a list of metric names"),
+    ("evaluate:\n  metrics: face_ssim\n", "evaluate.metrics must be a list"),
 ])
 def test_mistyped_values_name_the_key(tmp_path, text, key):
     with pytest.raises(ConfigError, match=key.replace("[", r"\[").replace("]", r"\]")):
@@ -140,3 +140,38 @@ def test_the_source_file_is_no_yaml_key_and_stays_out_of_plain_views(tmp_path):
     assert config_from_mapping(as_plain(config), tmp_path) == config  # what the batch executors round-trip
     with pytest.raises(ConfigError, match="unknown key 'source'"):
         load_config(write(tmp_path, "source: elsewhere.yaml\n"))
+
+
+def test_pipeline_yaml_and_the_readme_name_every_registered_plugin():
+    """A plugin family's documented choices are its registry's names: a new built-in plugin must be
+    documented where users choose it (pipeline.yaml's comment, the README's command synopsis)."""
+    import re
+
+    from models.detectors import DETECTORS
+    from models.swap import FAMILIES
+    from reports.au_source import AU_SOURCES
+    from reports.metrics import METRICS
+    from stages.colour import COLOURS
+    from stages.masks import MASKS
+
+    yaml_lines: dict[str, str] = {}
+    section = ""
+    for line in (ROOT / "pipeline.yaml").read_text().splitlines():
+        match = re.match(r"^(\s*)(\w+):\s*(.*)$", line)
+        if not match or line.lstrip().startswith("#"):
+            continue
+        indent, key, rest = match.groups()
+        if not indent:
+            section = key
+        yaml_lines[f"{section}.{key}" if indent else key] = rest
+    readme = (ROOT / "README.md").read_text()
+    for key, flag, registry in (("extract.detector", "--detector", DETECTORS), ("train.model", "--model", FAMILIES),
+                                ("convert.color", "--color", COLOURS), ("convert.mask", "--mask", MASKS),
+                                ("evaluate.au", "--au", AU_SOURCES), ("evaluate.metrics", "--metric", METRICS),
+                                ("evaluate.detector", None, DETECTORS)):
+        comment = yaml_lines[key].split("#", 1)[1]
+        for name in registry.names():
+            assert re.search(rf"\b{re.escape(name)}\b", comment), f"pipeline.yaml {key}: {name} not documented"
+        if flag:
+            synopsis = re.search(rf"\[{flag} ([\w|-]+)\]", readme)
+            assert synopsis and set(synopsis.group(1).split("|")) == set(registry.names()), (flag, synopsis)
