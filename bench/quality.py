@@ -73,6 +73,7 @@ def score_point(model_dir: Path, clip: Path, clip_faces: Path, ref_a: Path, ref_
     return {"SW-OR_mean": sw_or.get("mean"), "SW-OR_min": sw_or.get("min"), "SW-SW_mean": sw_sw.get("mean"),
             "donor_match": summary.identity.get("donor", {}).get("share"),
             "reid_rate": summary.reidentification.get("reid_rate"),
+            "no_face_swapped": summary.identity.get("no_face_share_swapped"),
             "geometry_pcc": summary.geometry.get("geometry_pcc_mean"), "pose_mae": summary.geometry.get("pose_mae"),
             "verdict": summary.verdict.level, "frames": summary.frames_sampled}
 
