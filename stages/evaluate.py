@@ -38,8 +38,8 @@ from reports.au_source import AuSource
 from reports.evaluate_html import render_html
 from reports.gallery import gallery_identification
 from reports.geometry import geometry_preservation, geometry_table
-from reports.metrics import Metric, Sample, make_metrics
 from reports.identity import comparison_stats, donor_match, identity_frame_table, reidentification
+from reports.metrics import MetricSet, Sample, make_metrics
 from reports.parrot import ParrotEvidence, is_flat, parrot_attack, parrot_explanation
 from reports.summary import EvaluationSummary
 from reports.verdict import Bars, judge
@@ -127,7 +127,7 @@ def evaluate(original: Path, swapped: Path, ref_original: Path, ref_donor: Path,
     geo_table, geometry = geometry_preservation(geo_o.dropna(how="all"), geo_s.dropna(how="all"))
     t = time.perf_counter()
     au_summary, au_o, au_s, au_table = au.result()
-    measured = {metric.name: (metric.description, metric.result()) for metric in metrics}
+    measured = metrics.results()
     bars = Bars(config.threshold, config.donor_share, config.expression_pcc, config.pose_mae)
     verdict = judge(reid, parrot, identity["donor"], geometry, au_summary, bars)
 
@@ -198,7 +198,7 @@ class _Analysis:
 
 
 def _analyse(info_o: MediaInfo, info_s: MediaInfo, indices: np.ndarray, analyser: FaceIdentity, refs: dict,
-             au: AuSource, metrics: list[Metric], config: EvaluateConfig, progress: bool) -> _Analysis:
+             au: AuSource, metrics: MetricSet, config: EvaluateConfig, progress: bool) -> _Analysis:
     n = len(indices)
     faces = _Analysis([None] * n, [None] * n, np.full((n, 128), np.nan, np.float32),
                       np.full((n, 128), np.nan, np.float32))
@@ -221,9 +221,7 @@ def _analyse(info_o: MediaInfo, info_s: MediaInfo, indices: np.ndarray, analyser
             for pos, index, fo, fs in batch:
                 _keep(faces, pos, fo, fs, config, analyser, ref_original)
                 if fo is not None and fs is not None:
-                    sample = Sample(index, fo, fs, faces.landmarks_o[pos], faces.landmarks_s[pos])
-                    for metric in metrics:
-                        metric.add(sample)
+                    metrics.add(Sample(index, fo, fs, faces.landmarks_o[pos], faces.landmarks_s[pos]))
             au.add("original", [(i, f) for _, i, f in present_o])
             au.add("swapped", [(i, f) for _, i, f in present_s])
             bar.update(len(batch))

@@ -269,3 +269,25 @@ def test_training_monitor_and_evaluate_measure_the_same_faces_alike(extracted, t
     assert s.frames_sampled == len(crops) and np.isfinite(expected).all()
     assert np.abs(table["SW-OR"].to_numpy() - expected).max() < 1e-6
     assert np.abs(table["SW-SW"].to_numpy() - np.linalg.norm(monitor - monitor[1], axis=1)).max() < 1e-6
+
+
+def test_a_metric_that_fails_is_reported_and_the_others_still_count():
+    """A plugin's bug must not lose an evaluation: its summary says why, the other metrics are computed."""
+    from reports.metrics import MetricSet, Sample
+    from reports.metrics.face_ssim import FaceSsim
+
+    class Broken(FaceSsim):
+        def add(self, sample):
+            raise ValueError("no such frame\nsecond line")
+
+    broken, ssim = Broken(None), FaceSsim(None)
+    broken.name, ssim.name = "broken", "face_ssim"
+    metrics = MetricSet([broken, ssim])
+    frame = np.full((64, 64, 3), 100, np.uint8)
+    landmarks = np.stack(np.meshgrid(np.linspace(10, 50, 17), np.linspace(10, 50, 4)), -1).reshape(68, 2)
+    for index in range(3):
+        metrics.add(Sample(index, frame, frame, landmarks, landmarks))
+    results = metrics.results()
+    assert results["broken"][1].summary == {"computed": False, "n": 0,
+                                            "reason": "broken failed (ValueError: no such frame)"}
+    assert results["face_ssim"][1].summary["n"] == 3 and results["face_ssim"][1].summary["mean"] == pytest.approx(1.0)

@@ -13,13 +13,16 @@ off or replace. A metric that cannot be computed says so in its summary (`comput
 """
 from __future__ import annotations
 
+import logging
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
-from typing import Any, Mapping
+from typing import Any, Callable, Mapping
 
 import numpy as np
 
 from pipeline.plugins import Registry
+
+log = logging.getLogger("deid.evaluate")
 
 
 @dataclass(frozen=True)
@@ -74,12 +77,45 @@ METRICS: Registry[type[Metric]] = Registry(
     "metric", ["reports.metrics.landmark_nme", "reports.metrics.face_ssim"])
 
 
-def make_metrics(names: tuple[str, ...] | None, config: Any) -> list[Metric]:
-    """Instances of the named metrics (all registered ones when `names` is None), each with its name set."""
+def make_metrics(names: tuple[str, ...] | None, config: Any) -> MetricSet:
+    """The named metrics (all registered ones when `names` is None), each with its name set."""
     chosen = METRICS.names() if names is None else names
     metrics = []
     for name in chosen:
         metric = METRICS.get(name, "evaluate.metrics")(config)
         metric.name = name
         metrics.append(metric)
-    return metrics
+    return MetricSet(metrics)
+
+
+class MetricSet:
+    """The metrics of one evaluation. A metric that raises is reported (`computed: false` with the error)
+    and dropped for the rest of the run: a plugin's bug must never lose the identity results."""
+
+    def __init__(self, metrics: list[Metric]) -> None:
+        self.metrics = metrics
+        self.failed: dict[str, str] = {}
+
+    def add(self, sample: Sample) -> None:
+        for metric in self.metrics:
+            if metric.name not in self.failed:
+                self._guard(metric, lambda: metric.add(sample))
+
+    def results(self) -> dict[str, tuple[str, MetricResult]]:
+        """name -> (description, result), in the order the metrics were chosen."""
+        out = {}
+        for metric in self.metrics:
+            result = None if metric.name in self.failed else self._guard(metric, metric.result)
+            if result is None:  # failed while adding or while summing up
+                result = MetricResult({"computed": False, "reason": self.failed[metric.name], "n": 0})
+            out[metric.name] = (metric.description, result)
+        return out
+
+    def _guard(self, metric: Metric, call: Callable[[], Any]) -> Any:
+        try:
+            return call()
+        except Exception as exc:  # any plugin error: reported in the summary, never fatal to the evaluation
+            first = str(exc).splitlines()[0] if str(exc) else ""
+            self.failed[metric.name] = f"{metric.name} failed ({type(exc).__name__}: {first})"
+            log.warning("metric not computed: %s", self.failed[metric.name])
+            return None
