@@ -263,33 +263,29 @@ def test_a_model_family_plugin_trains_and_is_recorded(plugin_env, clip_faces, tm
         load_model(model_dir)
 
 
-def test_an_au_source_plugin_runs_through_evaluate(plugin_env, clip, data_dir, tmp_path):
-    import cv2
-
-    ref = tmp_path / "ref.jpg"
+def _evaluate_clip_against_itself(env: dict[str, str], clip: Path, data_dir: Path, out: Path, frames: int,
+                                  *options: str) -> dict:
+    """`deid evaluate` of the clip against itself (its first frame as A's photo); the summary.json."""
+    ref = out.with_name("ref.jpg")
     cv2.imwrite(str(ref), cv2.cvtColor(next(iter_frames(probe(clip)))[1], cv2.COLOR_RGB2BGR))
-    out = tmp_path / "ev"
-    result = _deid(plugin_env, "evaluate", "--original", str(clip), "--swapped", str(clip), "--ref-original", str(ref),
-                   "--ref-donor", str(data_dir / "identities" / "obama" / "1.jpg"), "-o", str(out), "--frames", "4",
-                   "--au", "test-brightness", "--parrot", "none", "--device", "cpu")
+    result = _deid(env, "evaluate", "--original", str(clip), "--swapped", str(clip), "--ref-original", str(ref),
+                   "--ref-donor", str(data_dir / "identities" / "obama" / "1.jpg"), "-o", str(out), "--frames",
+                   str(frames), "--parrot", "none", "--device", "cpu", *options)
     assert result.returncode == 0, result.stderr
-    au = json.loads((out / "reports" / "summary.json").read_text())["au"]
+    return json.loads((out / "reports" / "summary.json").read_text())
+
+
+def test_an_au_source_plugin_runs_through_evaluate(plugin_env, clip, data_dir, tmp_path):
+    au = _evaluate_clip_against_itself(plugin_env, clip, data_dir, tmp_path / "ev", 4, "--au", "test-brightness")["au"]
     assert au["computed"] and au["source"] == "test-brightness"
     assert au["alignment"]["aus"] == ["AU01", "AU02", "AU04"] and au["alignment"]["frames_paired"] == 4
     assert au["rmse_mean"] == 0.0  # the same video twice: the same numbers
 
 
 def test_a_metric_plugin_runs_through_evaluate_and_reaches_compare(plugin_env, clip, data_dir, tmp_path):
-    import cv2
-
-    ref = tmp_path / "ref.jpg"
-    cv2.imwrite(str(ref), cv2.cvtColor(next(iter_frames(probe(clip)))[1], cv2.COLOR_RGB2BGR))
     out = tmp_path / "ev"
-    result = _deid(plugin_env, "evaluate", "--original", str(clip), "--swapped", str(clip), "--ref-original", str(ref),
-                   "--ref-donor", str(data_dir / "identities" / "obama" / "1.jpg"), "-o", str(out), "--frames", "3",
-                   "--au", "none", "--parrot", "none", "--device", "cpu", "--metric", "test-red")
-    assert result.returncode == 0, result.stderr
-    metrics = json.loads((out / "reports" / "summary.json").read_text())["metrics"]
+    metrics = _evaluate_clip_against_itself(plugin_env, clip, data_dir, out, 3, "--au", "none",
+                                            "--metric", "test-red")["metrics"]
     assert list(metrics) == ["test-red"] and metrics["test-red"]["n"] == 3
     assert 0 < metrics["test-red"]["mean"] < 255 and metrics["test-red"]["description"] == "mean red of the swapped frame"
     assert "test-red" in (out / "reports" / "metrics.csv").read_text().splitlines()[0]
