@@ -277,7 +277,7 @@ def test_a_metric_that_fails_is_reported_and_the_others_still_count():
     from reports.metrics.face_ssim import FaceSsim
 
     class Broken(FaceSsim):
-        def add(self, sample):
+        def measure(self, sample):
             raise ValueError("no such frame\nsecond line")
 
     broken, ssim = Broken(None), FaceSsim(None)

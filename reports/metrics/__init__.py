@@ -60,6 +60,26 @@ class Metric(ABC):
         """The summary and per-frame values, once the videos have streamed past."""
 
 
+class PerFrameMetric(Metric):
+    """A metric that is one number per frame pair, summarised by `summarise`: subclasses write `measure`."""
+
+    unit = ""
+
+    def __init__(self, config: Any) -> None:
+        super().__init__(config)
+        self.values: dict[int, float] = {}
+
+    @abstractmethod
+    def measure(self, sample: Sample) -> float:
+        """This pair's value; NaN where it cannot be measured (no face, a box too small)."""
+
+    def add(self, sample: Sample) -> None:
+        self.values[sample.index] = float(self.measure(sample))
+
+    def result(self) -> MetricResult:
+        return MetricResult(summarise(self.values, self.unit), dict(self.values))
+
+
 def summarise(values: Mapping[int, float], unit: str = "") -> dict[str, Any]:
     """n / mean / median / max of the finite per-frame values; computed false with the reason when none are."""
     finite = np.array([v for v in values.values() if np.isfinite(v)], dtype=np.float64)

@@ -10,7 +10,7 @@ from __future__ import annotations
 import cv2
 import numpy as np
 
-from reports.metrics import METRICS, Metric, MetricResult, Sample, summarise
+from reports.metrics import METRICS, PerFrameMetric, Sample
 
 SIDE = 112
 
@@ -27,29 +27,20 @@ def ssim(a: np.ndarray, b: np.ndarray) -> float:
 
 
 @METRICS.register("face_ssim")
-class FaceSsim(Metric):
+class FaceSsim(PerFrameMetric):
     description = "SSIM of the face box, swapped vs original (1 = face untouched; a real swap is far below)"
 
-    def __init__(self, config) -> None:
-        super().__init__(config)
-        self.values: dict[int, float] = {}
-
-    def add(self, sample: Sample) -> None:
+    def measure(self, sample: Sample) -> float:
         lm = sample.landmarks_original
-        if lm is None:
-            self.values[sample.index] = float("nan")
-            return
+        if lm is None or sample.swapped.shape != sample.original.shape:
+            return float("nan")
         (x0, y0), (x1, y1) = lm.min(0), lm.max(0)
         pad_x, pad_y = 0.1 * (x1 - x0), 0.1 * (y1 - y0)
         h, w = sample.original.shape[:2]
         left, top = int(max(0, x0 - pad_x)), int(max(0, y0 - pad_y))
         right, bottom = int(min(w, x1 + pad_x)), int(min(h, y1 + pad_y))
-        if right - left < 8 or bottom - top < 8 or sample.swapped.shape != sample.original.shape:
-            self.values[sample.index] = float("nan")
-            return
+        if right - left < 8 or bottom - top < 8:
+            return float("nan")
         crops = [cv2.resize(cv2.cvtColor(f[top:bottom, left:right], cv2.COLOR_RGB2GRAY), (SIDE, SIDE),
                             interpolation=cv2.INTER_AREA).astype(np.float64) for f in (sample.original, sample.swapped)]
-        self.values[sample.index] = ssim(*crops)
-
-    def result(self) -> MetricResult:
-        return MetricResult(summarise(self.values), dict(self.values))
+        return ssim(*crops)

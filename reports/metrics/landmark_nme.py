@@ -9,25 +9,16 @@ from __future__ import annotations
 
 import numpy as np
 
-from reports.metrics import METRICS, Metric, MetricResult, Sample, summarise
+from reports.metrics import METRICS, PerFrameMetric, Sample
 
 
 @METRICS.register("landmark_nme")
-class LandmarkNme(Metric):
+class LandmarkNme(PerFrameMetric):
     description = "mean landmark distance swapped vs original / original's inter-ocular distance (lower = kept)"
 
-    def __init__(self, config) -> None:
-        super().__init__(config)
-        self.values: dict[int, float] = {}
-
-    def add(self, sample: Sample) -> None:
+    def measure(self, sample: Sample) -> float:
         lo, ls = sample.landmarks_original, sample.landmarks_swapped
         if lo is None or ls is None:
-            self.values[sample.index] = float("nan")
-            return
+            return float("nan")
         interocular = float(np.linalg.norm(lo[45] - lo[36]))
-        self.values[sample.index] = (float(np.linalg.norm(lo - ls, axis=1).mean() / interocular)
-                                     if interocular > 1 else float("nan"))
-
-    def result(self) -> MetricResult:
-        return MetricResult(summarise(self.values), dict(self.values))
+        return float(np.linalg.norm(lo - ls, axis=1).mean() / interocular) if interocular > 1 else float("nan")
