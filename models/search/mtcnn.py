@@ -14,7 +14,7 @@ import numpy as np
 import torch
 
 from models.mtcnn import MTCNN
-from models.search import register
+from models.search import SEARCHES
 
 THRESHOLDS = (0.6, 0.7, 0.8)
 
@@ -33,6 +33,6 @@ class MtcnnSearch:
         return out
 
 
-@register("mtcnn")
+@SEARCHES.register("mtcnn")
 def _make(device: torch.device, min_face: int) -> MtcnnSearch:
     return MtcnnSearch(device, min_face)
