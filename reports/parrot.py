@@ -123,6 +123,11 @@ def estimate_degradation(pairs: list[tuple[np.ndarray, np.ndarray, np.ndarray]],
     if best > _DEGRADED_RATIO * raw:
         return {**result, "method": None,
                 "reason": f"not a blur or pixelation of the original (best match keeps {best / raw:.0%} of the difference)"}
+    if flat < 1e-6:
+        # One colour over the whole face region (a solid fill, or a mismatched pair's flat patch): nothing
+        # of the original's detail is left to blur, and the ratio below would divide by zero.
+        return {**result, "method": None, "reason": "the swapped face region is one flat colour, not a blur or "
+                                                    "pixelation of the original"}
     if best > _DEGRADED_RATIO * flat:
         # The strongest candidates are nearly flat and "explain" any change a little: a degradation must
         # explain the swapped face far better than its own mean colour does.

@@ -88,3 +88,16 @@ def test_parrot_on_a_multi_face_clip(crowd, data_dir, tmp_path, method):
     parrot = s.parrot
     assert parrot["applied"] and parrot["method"] == method, parrot
     assert parrot["frames_reidentified"] > 0, parrot
+
+
+def test_a_flat_swapped_face_is_not_a_degradation_and_does_not_crash(talking):
+    """A mismatched pair whose 'swapped' face region is one colour (ZeroDivisionError before)."""
+    frame = talking["frames"][0]
+    lm = _landmarks_of_image(talking["ref"])
+    # The original face region's own mean colour: a strong blur of the original comes close to it, so the
+    # flat-fill comparison is reached (where the division by a zero flat error used to crash).
+    (x0, y0), (x1, y1) = lm.min(0).astype(int), lm.max(0).astype(int)
+    grey = np.empty_like(frame)
+    grey[:] = frame[y0:y1, x0:x1].reshape(-1, 3).mean(0).round().astype(np.uint8)
+    estimate = estimate_degradation([(frame, grey, lm)])
+    assert estimate["method"] is None and "flat colour" in estimate["reason"]
