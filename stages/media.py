@@ -9,7 +9,14 @@ A damaged input is refused, not half-processed: `probe` compares the time span o
 actually be read with the duration the container declares (a file cut short keeps its header, so ffmpeg
 would otherwise decode the first part and stop without complaint), and decoding watches ffmpeg's
 demuxer/decoder errors and the decoded frame count. `allow_damaged=True` processes what decodes, and the
-finding stays on `MediaInfo.damage` for the stage's summary.
+finding stays on `MediaInfo.damage` for the stage's summary. Timestamps need not start at 0: a remux,
+a camera's clock or a video track that starts after the audio shifts every stream, so spans are measured
+from the stream's own start and Matroska's declared end is compared with where the packets really end.
+
+Interlaced video (CCTV, broadcast) is deinterlaced while decoding: woven fields leave combs on anything
+that moves, which detectors do not read as a face. `yadif` in send_frame mode gives one progressive frame
+per coded frame, so frame indices and counts stay those of the probe. Non-square pixels (PAL CCTV's
+12:11) are recorded as `MediaInfo.sar` so writers keep the display aspect without resampling.
 """
 from __future__ import annotations
 
@@ -20,6 +27,7 @@ import subprocess
 import threading
 from collections import deque
 from dataclasses import dataclass, field
+from fractions import Fraction
 from pathlib import Path
 from typing import Iterator, Literal
 
@@ -32,6 +40,10 @@ from pipeline.errors import MediaError
 log = logging.getLogger("deid.media")
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff")
+
+# ffprobe's field orders of interlaced video: the first letter is the field coded first, the second the one
+# displayed first (t = top, b = bottom).
+INTERLACED = ("tt", "bb", "tb", "bt")
 
 
 @dataclass(frozen=True)
@@ -47,6 +59,14 @@ class MediaInfo:
     files: tuple[str, ...] = field(default_factory=tuple)
     damage: str | None = None  # what is missing or broken, when the input was accepted with allow_damaged
     allow_damaged: bool = False
+    field_order: str | None = None  # one of INTERLACED when the video is interlaced (decoding deinterlaces it)
+    sar: tuple[int, int] = (1, 1)  # sample (pixel) aspect ratio of the decoded, upright frames
+    audio_codecs: tuple[str, ...] = ()  # codec of each audio stream, in stream order
+    video_delay: float = 0.0  # seconds from the file's first timestamp to the video's (audio that leads it)
+
+    @property
+    def interlaced(self) -> bool:
+        return self.field_order in INTERLACED
 
     def as_json(self) -> dict:
         data = {"path": str(self.path), "kind": self.kind, "fps": self.fps, "frames": self.frames,
@@ -55,6 +75,13 @@ class MediaInfo:
             data["files"] = list(self.files)
         if self.damage:
             data["damage"] = self.damage
+        # Only when they differ from the common case, so records of ordinary videos stay as they were.
+        if self.interlaced:
+            data["field_order"] = self.field_order
+        if self.sar != (1, 1):
+            data["sar"] = f"{self.sar[0]}:{self.sar[1]}"
+        if self.video_delay:
+            data["video_delay"] = self.video_delay
         return data
 
 
@@ -125,42 +152,126 @@ def _probe_video(path: Path, allow_damaged: bool) -> MediaInfo:
         width, height = height, width
     frames = int(video.get("nb_read_packets") or video.get("nb_frames") or 0)
     fps = _fps(video)
-    packets = [p for p in info.get("packets", []) if p.get("stream_index") == video.get("index")]
-    damage = _missing_span(video, packets, info.get("format", {}), fps)
+    damage = _missing_span(video, info.get("packets", []), info.get("format", {}), fps)
     if damage and not allow_damaged:
         raise MediaError(f"{path}: damaged or truncated video ({damage}); re-copy or re-export it, or pass "
                          "--allow-damaged to process only what decodes")
     if damage:
         log.warning("%s: damaged (%s); processing only what decodes (--allow-damaged)", path, damage)
+    audio = tuple(str(s.get("codec_name") or "unknown") for s in info.get("streams", []) if s.get("codec_type") == "audio")
     return MediaInfo(path=path, kind="video", frames=frames, width=width, height=height, fps=fps, rotation=rotation,
-                     has_audio=any(s.get("codec_type") == "audio" for s in info.get("streams", [])),
-                     damage=damage, allow_damaged=allow_damaged)
+                     has_audio=bool(audio), damage=damage, allow_damaged=allow_damaged,
+                     field_order=_field_order(path, video), sar=_sar(video, rotation), audio_codecs=audio,
+                     video_delay=_delay(video, info.get("format", {})))
 
 
 def _missing_span(video: dict, packets: list[dict], container: dict, fps: float | None) -> str | None:
-    """What the readable packets lack against the container's declared duration, or None when complete.
+    """What the readable packets lack against the declared duration, or None when the video is complete.
 
     Time spans rather than frame counts: variable-frame-rate sources and AVI's skipped frames make
     declared and readable counts differ on intact files, while a cut file always ends early in time.
+    `packets` are every stream's; the video's are picked by the stream's index.
     """
-    times = [(float(p["pts_time"]), _float(p.get("duration_time")) or 0.0) for p in packets
-             if p.get("pts_time") not in (None, "N/A")]
-    if not times:
+    own = _packet_times([p for p in packets if p.get("stream_index") == video.get("index")])
+    if not own:
         return "no readable video packets"
-    start = min(t for t, _ in times)
-    readable = max(t + d for t, d in times) - start
-    frame = 1.0 / fps if fps else 0.04
-    declared, slack = _float(video.get("duration")), 3 * frame
+    end = max(t + d for t, d in own)
+    slack = 3 * (1.0 / fps if fps else 0.04)
+    declared = _float(video.get("duration"))
     count = _float(video.get("nb_frames"))
     if count and fps and (declared is None or count / fps > declared):
         declared = count / fps
+    if declared is not None:
+        # A stream's own duration is a span from its own first packet, wherever that lies (2 s into the
+        # file after `-output_ts_offset 2`, after the audio's start in a remux, or before 0 for the
+        # pre-roll an edit list hides, which the declared frame count includes).
+        return _shortfall(declared, end - min(t for t, _ in own), len(own), slack)
+    # Matroska/WebM declare no stream duration. ffmpeg's muxer tags each stream with its end time on the
+    # file's clock; failing that, only the container's end is known, which any stream may reach (audio
+    # running on after the video), so it is compared with where the packets of every stream end.
+    tagged = _clock(next((v for k, v in (video.get("tags") or {}).items() if k.upper() == "DURATION"), None))
+    if tagged is not None:
+        return _shortfall(tagged, end, len(own), slack, until="up to ")
+    every = _packet_times(packets)
+    declared = _float(container.get("duration"))
     if declared is None:
-        # Matroska/WebM: only the container's duration, which an audio track may make a little longer.
-        declared, slack = _float(container.get("duration")), 3 * frame + 0.25
-    if declared is None or readable >= declared - slack:
         return None
-    return (f"the container declares {declared:.2f} s of video, only {readable:.2f} s ({len(times)} frames) "
-            "can be read")
+    return _shortfall(declared, max(t + d for t, d in every), len(own), slack + 0.25, until="up to ", of="the file")
+
+
+def _delay(video: dict, container: dict) -> float:
+    """How long after the file's first timestamp the video starts (0 when it starts first or with the rest)."""
+    try:
+        delay = float(video["start_time"]) - float(container["start_time"])
+    except (KeyError, TypeError, ValueError):
+        return 0.0
+    return round(delay, 6) if delay > 0.0005 else 0.0
+
+
+def _shortfall(declared: float, readable: float, frames: int, slack: float, until: str = "",
+               of: str = "video") -> str | None:
+    """The damage message when `readable` seconds fall short of `declared` by more than `slack`."""
+    if readable >= declared - slack:
+        return None
+    return (f"the container declares {until}{declared:.2f} s of {of}, only {until}{readable:.2f} s ({frames} "
+            "frames) can be read")
+
+
+def _packet_times(packets: list[dict]) -> list[tuple[float, float]]:
+    """(pts, duration) in seconds of the packets that carry a timestamp."""
+    times = []
+    for packet in packets:
+        try:
+            pts = float(packet["pts_time"])
+        except (KeyError, TypeError, ValueError):  # "N/A": no timestamp
+            continue
+        times.append((pts, _float(packet.get("duration_time")) or 0.0))
+    return times
+
+
+def _clock(value: object) -> float | None:
+    """Seconds of a Matroska `HH:MM:SS.nnnnnnnnn` tag, or None."""
+    match = re.fullmatch(r"(\d+):(\d{1,2}):(\d{1,2}(?:\.\d*)?)", str(value or "").strip())
+    if not match:
+        return None
+    hours, minutes, seconds = match.groups()
+    return _float(int(hours) * 3600 + int(minutes) * 60 + float(seconds))
+
+
+def _field_order(path: Path, video: dict) -> str | None:
+    """The stream's field order when it is interlaced, else None.
+
+    H.264 and MPEG-2 declare it in the stream; MPEG-4 Part 2 (the usual CCTV .avi), HEVC and others say
+    "unknown", and only their decoded frames carry the flag, so a few frames are decoded to read it.
+    """
+    order = str(video.get("field_order") or "unknown")
+    if order in INTERLACED:
+        return order
+    if order == "progressive":
+        return None
+    try:
+        frames = ffmpeg.probe(ffmpeg_path(path), select_streams="v:0", read_intervals="%+#5", show_frames=None,
+                              show_entries="frame=interlaced_frame,top_field_first").get("frames", [])
+    except ffmpeg.Error:
+        return None  # decoding will say what is wrong, with its own message
+    woven = [f for f in frames if str(f.get("interlaced_frame")) == "1"]
+    if not woven:
+        return None
+    return "tt" if str(woven[0].get("top_field_first")) == "1" else "bb"
+
+
+def _sar(video: dict, rotation: int) -> tuple[int, int]:
+    """Sample aspect ratio of the upright frames; 1:1 when undeclared."""
+    num, _, den = str(video.get("sample_aspect_ratio") or "").partition(":")
+    try:
+        ratio = Fraction(int(num), int(den))
+    except (ValueError, ZeroDivisionError):
+        return (1, 1)
+    if ratio <= 0:
+        return (1, 1)
+    if rotation % 180 == 90:
+        ratio = 1 / ratio  # ffmpeg's autorotation transposes the pixels, and with them their aspect
+    return (ratio.numerator, ratio.denominator)
 
 
 def _float(value: object) -> float | None:
@@ -222,8 +333,13 @@ def _iter_images(info: MediaInfo, every: int) -> Iterator[tuple[int, np.ndarray]
 def _iter_video(info: MediaInfo, every: int) -> Iterator[tuple[int, np.ndarray]]:
     assert info.width and info.height
     frame_bytes = info.width * info.height * 3
-    args = (ffmpeg.input(ffmpeg_path(info.path))
-            .output("pipe:", format="rawvideo", pix_fmt="rgb24", fps_mode="passthrough")
+    stream = ffmpeg.input(ffmpeg_path(info.path)).video
+    if info.interlaced:
+        # send_frame: one frame out per frame in (send_field would double the count and every index).
+        # deint=all: some encoders leave frames unflagged in a stream that is interlaced throughout.
+        parity = "tff" if info.field_order in ("tt", "bt") else "bff"  # the field displayed first
+        stream = stream.filter("yadif", mode="send_frame", parity=parity, deint="all")
+    args = (stream.output("pipe:", format="rawvideo", pix_fmt="rgb24", fps_mode="passthrough")
             .global_args("-nostdin", "-loglevel", "error")
             .compile())
     process = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
