@@ -89,6 +89,9 @@ def _protect_args(parser: argparse.ArgumentParser, method: bool = True) -> None:
                         help=f"keep each hidden region this many frames before/after a detection (default {defaults.hold})")
     parser.add_argument("--check-every", type=int, default=defaults.check_every,
                         help="leak check reads every N-th output frame (default 1: all)")
+    parser.add_argument("--repair-rounds", type=int, default=defaults.repair_rounds,
+                        help="hide every face the leak check finds, then check again, at most N rounds; what survives "
+                             f"the last round fails the clip (default {defaults.repair_rounds}; 0 = never repair)")
     parser.add_argument("--audio", choices=("keep", "drop"), default=defaults.audio,
                         help="keep or drop the audio track (a voice identifies too; default keep)")
     parser.add_argument("--allow-leaks", action="store_true",
@@ -157,7 +160,9 @@ def build_parser() -> argparse.ArgumentParser:
     prot = sub.add_parser("protect", help="hide every face of one or many videos (no donor, no training), leak-checked")
     prot.add_argument("inputs", type=Path, nargs="+", metavar="VIDEO", help="video files or folders of videos")
     prot.add_argument("-o", "--output", type=Path, required=True, metavar="OUT_DIR",
-                      help="folder for <name>.mp4, <name>.frames.csv and summary.csv/.md/.json")
+                      help="folder for <name>.mp4, <name>.frames.csv and summary.csv/.md/.json (not an input folder)")
+    prot.add_argument("--recursive", action="store_true",
+                      help="also protect the videos in the input folders' subfolders (outputs keep their relative paths)")
     prot.add_argument("--crf", type=int, default=18)
     prot.add_argument("--device", default="auto")
     _protect_args(prot)

@@ -78,7 +78,8 @@ def protect_config(args: argparse.Namespace, command: str) -> "ProtectConfig":
 
     try:
         return ProtectConfig(method=getattr(args, "method", "mask"), search=args.search, checker=args.checker,
-                             min_face=args.min_face, hold=args.hold, check_every=args.check_every, audio=args.audio)
+                             min_face=args.min_face, hold=args.hold, check_every=args.check_every,
+                             repair_rounds=args.repair_rounds, audio=args.audio)
     except ConfigError as exc:
         raise _cli_error(command, exc, "protect") from None
 
@@ -133,7 +134,8 @@ def run_protect(args: argparse.Namespace, progress: bool) -> int:
     log_settings("protect", {"device": args.device, "crf": args.crf, "protect": protect_config(args, "protect")},
                  f"{len(args.inputs)} input(s) -> {args.output}")
     return protect_many(args.inputs, args.output, protect_config(args, "protect"), crf=args.crf, device=args.device,
-                        allow_leaks=args.allow_leaks, progress=progress, allow_damaged=args.allow_damaged)
+                        allow_leaks=args.allow_leaks, progress=progress, allow_damaged=args.allow_damaged,
+                        recursive=args.recursive)
 
 
 def run_evaluate(args: argparse.Namespace, progress: bool) -> None:

@@ -27,6 +27,10 @@ class LeakError(DeidError):
 
     exit_status = 1
 
+    def __init__(self, message: str, summary: dict | None = None) -> None:
+        super().__init__(message)
+        self.summary = summary  # the run's numbers (frames, faces, regions, leaks), for batch tables
+
 
 # What the user can do about an output that cannot be written, by errno.
 _DISK_FIXES = {

@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import fcntl
 import os
+import socket
+import time
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Iterator
@@ -44,3 +46,30 @@ def try_lock(path: Path) -> int | None:
         os.close(fd)
         return None
     return fd
+
+
+@contextmanager
+def folder_lock(folder: Path, command: str) -> Iterator[None]:
+    """Hold `folder`'s lock for `command` without waiting; a second run is told who holds it.
+
+    The holder writes its pid, host and start time into the lock file, so the refusal names them.
+    """
+    path = Path(folder) / ".deid.lock"
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    except OSError as exc:
+        raise DeidError(f"{path}: cannot create a lock file ({exc.strerror or exc}); choose a writable folder") from None
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.pread(fd, 512, 0).decode("utf-8", "replace").strip() or "another process"
+            raise DeidError(f"{folder}: another run is writing this folder ({holder}); wait for it to finish or "
+                            "choose another output folder") from None
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f"{command}, pid {os.getpid()} on {socket.gethostname()}, since "
+                      f"{time.strftime('%Y-%m-%d %H:%M:%S')}\n".encode(), 0)
+        yield
+    finally:
+        os.close(fd)  # closing the descriptor releases the lock

@@ -53,7 +53,7 @@ from pipeline.errors import DeidError
 from stages.alignments import load_alignments
 from stages.convert_inputs import check_matches, load_trained, source_alignments
 from stages.convert_log import FrameLog
-from stages.convert_plan import FramePlan, PlanFrames
+from stages.convert_plan import FramePlan, PlanFrames, bounds
 from stages.convert_steps import (CheckIdentity, Colour, FrameItem, FrameStep, Hide, LeaveInClear, Mask, Paste,
                                   Swap, hidden_regions)
 from stages.leak_check import check_output
@@ -63,7 +63,7 @@ from stages.obfuscate import is_solid
 from stages.progress import progress_bar
 from stages.protect import warn_if_weak
 from stages.protect_config import ProtectConfig
-from stages.publish import frames_csv_path, publish, raise_if_leaky, unchecked_path
+from stages.publish import frames_csv_path, publish, raise_if_leaky, refuse_to_replace, unchecked_path
 from stages.video_writer import VideoWriter
 
 log = logging.getLogger("deid.convert")
@@ -77,6 +77,7 @@ def convert(video: Path, faces_dir: Path, model_dir: Path, out_path: Path, confi
     out_path = Path(out_path)
     if out_path.suffix.lower() != ".mp4":
         raise DeidError(f"{out_path}: the output must be an .mp4 file")
+    refuse_to_replace([Path(video)], out_path)
     writable_folder(out_path.parent)
     info = probe(video, allow_damaged)
     if info.kind != "video":
@@ -123,7 +124,7 @@ def convert(video: Path, faces_dir: Path, model_dir: Path, out_path: Path, confi
 
     solid = _solid_fill(plans, protect.grow) if is_solid(config.fallback) else None
     report = check_output(written, info, protect, dev, progress, swapped_at=frame_log.swapped_at, solid=solid,
-                          swap_distances=frame_log.distances)
+                          swap_distances=frame_log.distances, original_faces=[_known_faces(p) for p in plans])
     where = publish(written, out_path, report, allow_leaks)
     seconds = time.perf_counter() - start
     frame_log.write_csv(frames_csv_path(out_path), report)
@@ -160,3 +161,10 @@ def _solid_fill(plans: list[FramePlan], grow: float) -> Callable[[int, tuple[int
             mask |= region
         return mask
     return union
+
+
+def _known_faces(plan: FramePlan) -> np.ndarray:
+    """x0, y0, x1, y1 of the faces known in the original frame: the target and what the search found."""
+    boxes = [bounds(plan.target)] if plan.target is not None else []
+    boxes += [tuple(r.box[:4]) for r in plan.guard if r.why == "detected"]
+    return np.asarray(boxes, np.float64).reshape(-1, 4)

@@ -15,8 +15,10 @@ the mask's silhouette (head shape, hair), with no face pixels left: it is counte
 leak. Blurred and pixelated regions get no such allowance: a face still detectable there is a leak.
 
 A leak is
-  face found       a face in the output that is not the swapped target (distance to the original given
-                   for information: a face that is there at all is a leak)
+  face found       a face in the output that is not the swapped target. Its distance, for information (a
+                   face that is there at all is a leak), is to the nearest face the protection pass found in
+                   the ORIGINAL frame (`original_faces`): comparing the output with the original at the same
+                   place would compare unchanged pixels with themselves and read ~0.1 on a collar as on a face
   swap matches     the swapped target's face is still within `match_threshold` of the original person
                    at that place: the swap did not hide them
 
@@ -30,7 +32,7 @@ import logging
 from dataclasses import dataclass, field
 from itertools import zip_longest
 from pathlib import Path
-from typing import Any, Callable, Mapping
+from typing import Any, Callable, Mapping, Sequence
 
 import cv2
 import numpy as np
@@ -57,8 +59,17 @@ class Leak:
 
     def describe(self) -> str:
         x, y, w, h = (round(v) for v in self.box)
-        d = "n/a" if self.distance is None else f"{self.distance:.3f}"
-        return f"{self.kind} at {x},{y} {w}x{h} (distance to original {d})"
+        if self.kind == "swap matches":
+            where = "distance to the original face at that place"
+        else:
+            where = "distance to the nearest face found in the original frame"
+        d = "n/a: no face found there" if self.distance is None else f"{self.distance:.3f}"
+        return f"{self.kind} at {x},{y} {w}x{h} ({where} {d})"
+
+    @property
+    def box_xyxy(self) -> np.ndarray:
+        x, y, w, h = self.box
+        return np.array([x, y, x + w, y + h], np.float64)
 
 
 @dataclass
@@ -74,6 +85,17 @@ class LeakReport:
     @property
     def passed(self) -> bool:
         return not self.leaks
+
+    @property
+    def hits(self) -> list[Leak]:
+        """Every face the checker found outside the swapped target, confirmed or not."""
+        return [k for k in self.leaks + self.unconfirmed if k.kind == "face found"]
+
+    def fail_closed(self) -> None:
+        """After the last repair round an unconfirmed detection is a leak too: nothing seen is published."""
+        self.leaks += [Leak(k.frame, k.box, "face found (unconfirmed)", k.distance) for k in self.unconfirmed]
+        self.leaks.sort(key=lambda k: k.frame)
+        self.unconfirmed = []
 
     def by_frame(self) -> dict[int, list[Leak]]:
         return _by_frame(self.leaks)
@@ -103,14 +125,17 @@ def _by_frame(leaks: list[Leak]) -> dict[int, list[Leak]]:
 def check_output(written: Path, original: MediaInfo, config: ProtectConfig, device: torch.device,
                  progress: bool, swapped_at: Mapping[int, tuple[float, float, float, float]] | None = None,
                  solid: Callable[[int, tuple[int, int]], np.ndarray | None] | None = None,
-                 swap_distances: Mapping[int, float] | None = None) -> LeakReport:
+                 swap_distances: Mapping[int, float] | None = None,
+                 original_faces: Sequence[np.ndarray] | None = None) -> LeakReport:
     """Check every `config.check_every`-th frame of `written` against `original`.
 
     swapped_at: frame -> (x0, y0, x1, y1) of the swapped target's face, where convert pasted a swap.
     solid: frame, (h, w) -> uint8 mask of the solid fills drawn in that frame (None: none).
+    original_faces: per frame, (n, >=4) boxes x0, y0, x1, y1 of the faces the pass found in the original.
     """
     swapped_at = swapped_at or {}
     swap_distances = swap_distances or {}
+    faces_of = _OriginalFaces(original_faces)
     # Frame counts are compared as decoded, both streams to their end: a container's own count is an
     # estimate for variable-frame-rate sources (no_face.mp4: 98 by the header, 95 decoded).
     out_info = probe(written)
@@ -132,10 +157,10 @@ def check_output(written: Path, original: MediaInfo, config: ProtectConfig, devi
                 continue
             batch.append((index, out, src))
             if len(batch) == config.batch_size:
-                _check_batch(batch, checker, confirm, identity, swapped_at, swap_distances, solid, report)
+                _check_batch(batch, checker, confirm, identity, swapped_at, swap_distances, solid, faces_of, report)
                 batch = []
         if batch:
-            _check_batch(batch, checker, confirm, identity, swapped_at, swap_distances, solid, report)
+            _check_batch(batch, checker, confirm, identity, swapped_at, swap_distances, solid, faces_of, report)
     if written_count != decoded:
         raise DeidError(f"{written}: {written_count} frames decoded from the output for {decoded} in {original.path}; "
                         "the output is incomplete: run the command again")
@@ -148,7 +173,8 @@ def check_output(written: Path, original: MediaInfo, config: ProtectConfig, devi
 def _check_batch(batch: list[tuple[int, np.ndarray, np.ndarray]], checker, confirm: "_LazySearch",
                  identity: _LazyIdentity,
                  swapped_at: Mapping[int, tuple[float, float, float, float]], swap_distances: Mapping[int, float],
-                 solid: Callable[[int, tuple[int, int]], np.ndarray | None] | None, report: LeakReport) -> None:
+                 solid: Callable[[int, tuple[int, int]], np.ndarray | None] | None, faces_of: "_OriginalFaces",
+                 report: LeakReport) -> None:
     found = checker.find([out for _, out, _ in batch])
     for (index, out, src), boxes in zip(batch, found):
         report.frames_checked += 1
@@ -165,7 +191,7 @@ def _check_batch(batch: list[tuple[int, np.ndarray, np.ndarray]], checker, confi
                 if distance is not None and distance < report.threshold:
                     report.leaks.append(Leak(index, xywh, "swap matches", distance))
                 continue
-            leak = Leak(index, xywh, "face found", _distance(identity, out, src, box))
+            leak = Leak(index, xywh, "face found", faces_of.nearest(identity, index, out, src, box))
             (report.leaks if _confirmed(box, out, confirm) else report.unconfirmed).append(leak)
 
 
@@ -218,6 +244,26 @@ class _LazyIdentity:
         return self._model.embed_boxes(image, boxes)
 
 
+class _OriginalFaces:
+    """Embeddings of the faces the pass found in each original frame, computed once per frame on demand."""
+
+    def __init__(self, faces: Sequence[np.ndarray] | None) -> None:
+        self._faces = faces
+        self._embedded: dict[int, list[np.ndarray]] = {}
+
+    def nearest(self, identity: _LazyIdentity, index: int, out: np.ndarray, src: np.ndarray,
+                box: np.ndarray) -> float | None:
+        """Distance from the output face at `box` to the nearest face of original frame `index` (None: none known)."""
+        if self._faces is None or index >= len(self._faces) or not len(self._faces[index]):
+            return None
+        if index not in self._embedded:
+            self._embedded[index] = [e for e in (_embed(identity, src, b) for b in self._faces[index]) if e is not None]
+        found = _embed(identity, out, box)
+        if found is None or not self._embedded[index]:
+            return None
+        return float(min(np.linalg.norm(found - e) for e in self._embedded[index]))
+
+
 def _covered(fills: np.ndarray, box: np.ndarray) -> float:
     h, w = fills.shape
     x0, y0 = max(0, int(box[0])), max(0, int(box[1]))
@@ -227,8 +273,8 @@ def _covered(fills: np.ndarray, box: np.ndarray) -> float:
     return float((fills[y0:y1, x0:x1] > 0).mean())
 
 
-def _distance(identity: _LazyIdentity, out: np.ndarray, src: np.ndarray, box: np.ndarray) -> float | None:
-    """Embedding distance between the output and the original at the same box (None if it cannot be fitted)."""
+def _embed(identity: _LazyIdentity, image: np.ndarray, box: np.ndarray) -> np.ndarray | None:
+    """The 128-d embedding of the face in `box` (x0, y0, x1, y1) of `image`; None if too small to fit."""
     x0, y0, x1, y1 = (float(v) for v in box[:4])
     w, h = x1 - x0, y1 - y0
     if min(w, h) < 4:
@@ -237,6 +283,11 @@ def _distance(identity: _LazyIdentity, out: np.ndarray, src: np.ndarray, box: np
     side = MTCNN_TO_DLIB_SCALE * w
     cx, cy = x0 + w / 2, y0 + h / 2 + MTCNN_TO_DLIB_SHIFT * h
     rect = Rect(cx - side / 2, cy - side / 2, side, side)
-    a = identity.embed_boxes(out, [rect])[0]
-    b = identity.embed_boxes(src, [rect])[0]
-    return float(np.linalg.norm(a.astype(np.float64) - b.astype(np.float64)))
+    return identity.embed_boxes(image, [rect])[0].astype(np.float64)
+
+
+def _distance(identity: _LazyIdentity, out: np.ndarray, src: np.ndarray, box: np.ndarray) -> float | None:
+    """Distance between the output and the original at the same box: for the swapped target only, whose
+    pixels the swap replaced (None if it cannot be fitted)."""
+    a, b = _embed(identity, out, box), _embed(identity, src, box)
+    return None if a is None or b is None else float(np.linalg.norm(a - b))

@@ -1,7 +1,14 @@
 """`deid protect`: hide every face of a video, no donor and no training, and prove it with the leak check.
 
     search (every frame, recall-tuned detector) -> hold (tracks, gaps, time window) -> hide -> write
-    -> leak check (another detector + face_recognition) -> publish, or keep aside as <name>.leaky.mp4
+    -> leak check (another detector + face_recognition) -> repair -> ... -> publish, or keep aside as
+    <name>.leaky.mp4
+
+Repair, then verify: every face the leak check finds, confirmed or not, joins the search's detections
+(so it is tracked and held in time like one), the video is hidden and written again from the original
+frames, and the new output is checked again, for at most `repair_rounds` rounds. A false hit costs a
+little more mask instead of a refused clip; a true miss is hidden instead of published. Only what the
+last round still finds fails the command, unconfirmed detections included.
 
 Also the engine of `deid baseline`, which adds the extraction's landmark hulls to what the search finds.
 Output guarantees are convert's: same frame count, rate and displayed size; audio kept or dropped; no
@@ -15,7 +22,7 @@ import logging
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 import numpy as np
 
@@ -24,12 +31,12 @@ from models.search import make_search
 from pipeline.atomic import writable_folder, write_text
 from pipeline.errors import DeidError
 from stages.guard import Region, hold, scan
-from stages.leak_check import LeakReport, check_output
+from stages.leak_check import Leak, LeakReport, check_output
 from stages.media import MediaInfo, iter_frames, probe
 from stages.obfuscate import box_region, face_region_mask, is_solid, is_weak, obfuscate
 from stages.progress import progress_bar
 from stages.protect_config import ProtectConfig
-from stages.publish import frames_csv_path, publish, raise_if_leaky, unchecked_path
+from stages.publish import frames_csv_path, publish, raise_if_leaky, refuse_to_replace, unchecked_path
 from stages.video_writer import VideoWriter
 
 log = logging.getLogger("deid.protect")
@@ -60,36 +67,68 @@ def protect_video(video: Path, out_path: Path, config: ProtectConfig, device: st
     out_path = Path(out_path)
     if out_path.suffix.lower() != ".mp4":
         raise DeidError(f"{out_path}: the output must be an .mp4 file")
+    refuse_to_replace([info.path], out_path)
     writable_folder(out_path.parent)
     warn_if_weak(config.method, f"{label} --method")
     dev = resolve_device(device)
     start = time.perf_counter()
     found = scan(info, make_search(config.search, dev, config.min_face), config.batch_size, progress, info.path.name)
-    regions = hold(found, config.hold, config.track_gap)
     written = unchecked_path(out_path)
-    rows = _write(info, written, regions, known, config, crf, progress)
-    solid = None
-    if is_solid(config.method):
-        def solid(index: int, shape: tuple[int, int]) -> np.ndarray:
-            hulls = known[index] if known is not None and index < len(known) else []
-            return fill_mask(shape, regions[index] if index < len(regions) else [], hulls, config)
-    report = check_output(written, info, config, dev, progress, solid=solid)
+    repairs: list[list[Leak]] = []  # per repair round, the hits it hid
+    while True:
+        regions = hold(_with_repairs(found, repairs), config.hold, config.track_gap)
+        rows = _write(info, written, regions, known, config, crf, progress)
+        report = check_output(written, info, config, dev, progress, solid=_solid_mask(regions, known, config),
+                              original_faces=found)
+        if not report.hits or len(repairs) >= config.repair_rounds:
+            break
+        repairs.append(report.hits)
+        log.info("%s: repair round %d: hiding %d face(s) the leak check found in %d frame(s), then checking again",
+                 info.path.name, len(repairs), len(report.hits), len({h.frame for h in report.hits}))
+    report.fail_closed()
     where = publish(written, out_path, report, allow_leaks)
-    _write_frames_csv(frames_csv_path(out_path), rows, report)
+    _write_frames_csv(frames_csv_path(out_path), rows, report, repairs)
     seconds = time.perf_counter() - start
     summary = {"input": str(info.path), "output": str(where), "published": where == out_path,
                "method": config.method, "search": config.search, "frames": info.frames,
                "frames_with_faces": sum(1 for r in rows if r[2]), "faces_detected": sum(r[2] for r in rows),
                "regions_hidden": sum(r[2] + r[3] + r[4] + r[5] for r in rows), "audio": config.audio,
+               "repair": {"rounds": len(repairs), "found": [len(hits) for hits in repairs],
+                          "repaired": sum(len(hits) for hits in repairs)},
                "leak_check": report.as_json(), "seconds": round(seconds, 2),
                "frames_per_second": round(info.frames / seconds, 2) if seconds else None}
     if info.damage:
         summary["damaged_input"] = info.damage
-    log.info("%s: %s on %d faces found in %d/%d frames (+%d held or tracked regions); leak check %s: %d leaks",
-             where.name, config.method, summary["faces_detected"], summary["frames_with_faces"], info.frames,
-             summary["regions_hidden"] - summary["faces_detected"], report.checker, len(report.leaks))
-    raise_if_leaky(report, out_path, allow_leaks)
+    log.info("%s: %s on %d faces found in %d/%d frames (+%d held or tracked regions); leak check %s: %d found and "
+             "repaired in %d round(s), %d leaks", where.name, config.method, summary["faces_detected"],
+             summary["frames_with_faces"], info.frames, summary["regions_hidden"] - summary["faces_detected"],
+             report.checker, summary["repair"]["repaired"], len(repairs), len(report.leaks))
+    raise_if_leaky(report, out_path, allow_leaks, summary)
     return summary
+
+
+def _with_repairs(found: list[np.ndarray], repairs: list[list[Leak]]) -> list[np.ndarray]:
+    """The search's boxes per frame plus every hit of the repair rounds so far (hidden and held like them)."""
+    if not repairs:
+        return found
+    extra: dict[int, list[np.ndarray]] = {}
+    for hits in repairs:
+        for hit in hits:
+            extra.setdefault(hit.frame, []).append(np.append(hit.box_xyxy, 1.0))
+    return [np.vstack([boxes.reshape(-1, 5), *extra[i]]).astype(np.float32) if i in extra else boxes
+            for i, boxes in enumerate(found)]
+
+
+def _solid_mask(regions: list[list[Region]], known: Sequence[Sequence[Hull]] | None,
+                config: ProtectConfig) -> Callable[[int, tuple[int, int]], np.ndarray] | None:
+    """frame, shape -> the union of the solid fills drawn in it, for the check's under-the-mask rule."""
+    if not is_solid(config.method):
+        return None
+
+    def solid(index: int, shape: tuple[int, int]) -> np.ndarray:
+        hulls = known[index] if known is not None and index < len(known) else []
+        return fill_mask(shape, regions[index] if index < len(regions) else [], hulls, config)
+    return solid
 
 
 def _write(info: MediaInfo, written: Path, regions: list[list[Region]], known: Sequence[Sequence[Hull]] | None,
@@ -162,16 +201,20 @@ def hide(frame: np.ndarray, regions: Sequence[Region], hulls: Sequence[Hull], co
     return np.ascontiguousarray(out)
 
 
-def _write_frames_csv(path: Path, rows: list[list[Any]], report: LeakReport) -> None:
+def _write_frames_csv(path: Path, rows: list[list[Any]], report: LeakReport, repairs: list[list[Leak]]) -> None:
     leaks, unconfirmed = report.by_frame(), report.unconfirmed_by_frame()
+    repaired: dict[int, list[str]] = {}
+    for round_, hits in enumerate(repairs, 1):
+        for hit in hits:
+            repaired.setdefault(hit.frame, []).append(f"round {round_}: {hit.describe()}")
     buffer = io.StringIO()
     table = csv.writer(buffer)
-    table.writerow(["frame", "status", "detected", "tracked", "held", "known", "checked", "leaks"])
+    table.writerow(["frame", "status", "detected", "tracked", "held", "known", "checked", "repaired", "leaks"])
     for row in rows:
         index = row[0]
         found = leaks.get(index, [])
         status = "LEAK" if found else row[1]
-        table.writerow([index, status, *row[2:], int(index % report.every == 0),
+        table.writerow([index, status, *row[2:], int(index % report.every == 0), "; ".join(repaired.get(index, [])),
                         "; ".join([leak.describe() for leak in found]
-                                   + [f"unconfirmed: {u.describe()}" for u in unconfirmed.get(index, [])])])
+                                  + [f"unconfirmed: {u.describe()}" for u in unconfirmed.get(index, [])])])
     write_text(path, buffer.getvalue())

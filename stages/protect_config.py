@@ -26,6 +26,7 @@ class ProtectConfig:
     track_gap: int = 25             # a face's box is interpolated across detection gaps up to this many frames
     grow: float = 0.3               # hidden region = detector box grown by this share (and raised over the hair)
     check_every: int = 1            # leak check reads every N-th output frame (1 = all)
+    repair_rounds: int = 2          # hide what the check found (held in time) and check again, at most N times
     match_threshold: float = 0.6    # face_recognition distance below which an output face still is the original person
     batch_size: int = 8             # frames per detector batch
     audio: Audio = "keep"           # keep or drop the audio track (a voice identifies too)
@@ -42,7 +43,7 @@ class ProtectConfig:
             raise ConfigError(f"protect.checker must differ from protect.search ({self.search}): the leak check "
                               "has to be independent of the pass it checks")
         for key, low, high in (("min_face", 6, 4096), ("hold", 0, 1000), ("track_gap", 0, 100000),
-                               ("check_every", 1, 100000), ("batch_size", 1, 1024)):
+                               ("check_every", 1, 100000), ("repair_rounds", 0, 10), ("batch_size", 1, 1024)):
             value = getattr(self, key)
             if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
                 raise ConfigError(f"protect.{key} must be an integer in {low}..{high}, got {value!r}")
