@@ -35,23 +35,45 @@ def focus_measure(crop_bgr: np.ndarray, centering: str) -> float:
     return float(cv2.Laplacian(region, cv2.CV_64F).var())
 
 
-def head_pose(crop_landmarks: np.ndarray, size: int) -> tuple[float, float, float]:
-    """(yaw, pitch, roll) in degrees from solvePnP on six landmarks, a pinhole camera with f = crop size.
+def head_pose(landmarks: np.ndarray, size: int | tuple[int, int]) -> tuple[float, float, float]:
+    """(yaw, pitch, roll) in degrees of the generic head fitted to six landmarks; NaN where no fit exists.
 
+    `size`: the image the landmarks are in, a square crop's side or (width, height) of a frame. The camera
+    is fixed by the image alone (focal length = its longer side, principal point at its centre), never by
+    the face, so a mouth opening cannot change the camera. The fit is SQPnP, a global solver (the
+    iterative one started from scratch on every frame and could settle in a different local minimum for
+    two nearly identical frames: jumps of 20 degrees on a re-encode), refined by Levenberg-Marquardt.
     0/0/0 is a frontal face; the sign of yaw says which way the head is turned.
     """
-    image_points = np.asarray(crop_landmarks, np.float64)[_HEAD_LANDMARKS]
-    camera = np.array([[size, 0, size / 2], [0, size, size / 2], [0, 0, 1]], np.float64)
-    ok, rvec, _ = cv2.solvePnP(_HEAD_MODEL, image_points, camera, np.zeros(4), flags=cv2.SOLVEPNP_ITERATIVE)
-    if not ok:
+    image_points = np.asarray(landmarks, np.float64)[_HEAD_LANDMARKS]
+    if not np.isfinite(image_points).all():
         return float("nan"), float("nan"), float("nan")
-    rotation, _ = cv2.Rodrigues(rvec)
-    pitch, yaw, roll = cv2.RQDecomp3x3(rotation)[0]
-    return float(_wrap(yaw)), float(_wrap(pitch)), float(_wrap(roll))
+    width, height = (size, size) if np.isscalar(size) else size
+    focal = float(max(width, height))
+    camera = np.array([[focal, 0, width / 2], [0, focal, height / 2], [0, 0, 1]], np.float64)
+    try:
+        ok, rvec, tvec = cv2.solvePnP(_HEAD_MODEL, image_points, camera, np.zeros(4), flags=cv2.SOLVEPNP_SQPNP)
+        if ok:
+            rvec, tvec = cv2.solvePnPRefineLM(_HEAD_MODEL, image_points, camera, np.zeros(4), rvec, tvec)
+    except cv2.error:  # degenerate points (all on a line): no pose, not a crash
+        ok = False
+    if not ok or float(tvec[2, 0]) <= 0:  # a head behind the camera is no fit
+        return float("nan"), float("nan"), float("nan")
+    return euler_angles(cv2.Rodrigues(rvec)[0])
 
 
-def _wrap(angle: float) -> float:
-    return (angle + 180.0) % 360.0 - 180.0
+def euler_angles(rotation: np.ndarray) -> tuple[float, float, float]:
+    """(yaw, pitch, roll) in degrees of R = Rz(roll) Ry(yaw) Rx(pitch), with yaw in [-90, 90].
+
+    Choosing that branch explicitly is what keeps an upright face's roll near 0: a general decomposition
+    (cv2.RQDecomp3x3) may return the equivalent (180 - yaw, pitch + 180, roll + 180), and a roll that
+    jumps between -180 and +180 between two frames of the same face.
+    """
+    r = np.asarray(rotation, np.float64)
+    yaw = np.degrees(np.arcsin(np.clip(-r[2, 0], -1.0, 1.0)))
+    pitch = np.degrees(np.arctan2(r[2, 1], r[2, 2]))
+    roll = np.degrees(np.arctan2(r[1, 0], r[0, 0]))
+    return float(yaw), float(pitch), float(roll)
 
 
 def landmark_distance(landmarks: np.ndarray) -> float:

@@ -2,7 +2,7 @@
 
 Each input is a `deid evaluate` output folder (or its `reports/` sub-folder, or a summary.json). Outputs:
 <stem>.csv and <stem>.md (one row per run: the verdict, the four comparisons, re-identification, donor
-match, AU or geometry expression scores, pose), and a self-contained <stem>.html with the same table, the
+match, AU scores, the calibrated landmark expression measure's headline, geometry PCC, pose), and a self-contained <stem>.html with the same table, the
 study's figure (per run, box plots of OR-OR, OR-SW, SW-OR and SW-SW side by side, read from each run's
 identity.csv) and a per-AU PCC/RMSE table across runs when AU was computed.
 """
@@ -18,11 +18,12 @@ import pandas as pd
 from pipeline.atomic import write_text
 from pipeline.errors import DeidError
 from reports import html as report_html
+from reports.expression import headline
 from reports.identity import COMPARISONS
 from reports.summary import EvaluationSummary
 
 COLUMNS = ["name", "verdict", "OR-OR", "OR-SW", "SW-OR", "SW-SW", "re-id rate", "donor match", "no-face share",
-           "parrot re-id rate", "AU PCC", "AU RMSE", "AU source", "geometry PCC", "pose MAE (deg)", "frames"]
+           "parrot re-id rate", "AU PCC", "AU RMSE", "AU source", "landmark expression", "geometry PCC", "pose MAE (deg)", "frames"]
 
 
 def find_summary(path: Path) -> Path:
@@ -58,6 +59,7 @@ def row_for(summary: EvaluationSummary, name: str) -> dict:
         "AU PCC": _pm(au, "pcc_mean", "pcc_sd") if au.get("computed") else "n/a",
         "AU RMSE": _pm(au, "rmse_mean", "rmse_sd") if au.get("computed") else "n/a",
         "AU source": au.get("source", "none") if au.get("computed") else f"not computed ({au.get('reason', '?')})",
+        "landmark expression": headline(summary.expression) if summary.expression else "n/a",
         "geometry PCC": _pm(geo, "geometry_pcc_mean", "geometry_pcc_sd"),
         "pose MAE (deg)": "n/a" if geo.get("pose_mae") is None else f"{geo['pose_mae']:.2f}",
         "frames": reid.get("frames_sampled", "n/a"),

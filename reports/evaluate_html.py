@@ -10,7 +10,7 @@ from reports.summary import EvaluationSummary
 
 
 def render_html(summary: EvaluationSummary, table: pd.DataFrame, geo_table: pd.DataFrame, au_table: pd.DataFrame,
-                images: dict[str, bytes]) -> str:
+                images: dict[str, bytes], expr_table: pd.DataFrame | None = None) -> str:
     sections = [("Verdict, question by question", _axes(summary)),
                 ("The result", _result(summary, images)),
                 ("Identity", _identity(summary, images)),
@@ -18,6 +18,7 @@ def render_html(summary: EvaluationSummary, table: pd.DataFrame, geo_table: pd.D
     if summary.gallery:
         sections.append(_gallery(summary))
     sections += [("Expression: Action Units", _au(summary, au_table, images)),
+                 ("Expression: calibrated landmark measure", _expression(summary, expr_table)),
                  ("Expression and pose: landmark geometry", _geometry(summary, geo_table, images))]
     if summary.metrics:
         sections.append(("More metrics", _metrics(summary)))
@@ -81,8 +82,8 @@ def _gallery(summary: EvaluationSummary) -> tuple[str, str]:
 def _au(summary: EvaluationSummary, au_table: pd.DataFrame, images: dict[str, bytes]) -> str:
     au = summary.au
     if not au.get("computed"):
-        return (f"<p>AU: not computed: {h.fmt(au.get('reason'))}. The landmark geometry below carries the "
-                "expression score.</p>")
+        return (f"<p>AU: not computed: {h.fmt(au.get('reason'))}. The calibrated landmark measure below carries "
+                "the expression score.</p>")
     undefined = ", ".join(au["pcc_undefined"]) or "none"
     return (f"<p>Source: {h.fmt(au['source'])}; {au['alignment']['frames_paired']} frames paired. PCC "
             f"{h.fmt(au['pcc_mean'])} ± {h.fmt(au['pcc_sd'])} over {au['pcc_n']} AUs (undefined for constant AUs: "
@@ -92,12 +93,35 @@ def _au(summary: EvaluationSummary, au_table: pd.DataFrame, images: dict[str, by
             + h.image_html(images["au_timeseries.png"], "AU time series"))
 
 
+def _expression(summary: EvaluationSummary, expr_table: pd.DataFrame | None) -> str:
+    expr = summary.expression
+    if not expr:
+        return "<p>Not computed (a summary from an older deid).</p>"
+    rows = expr_table.to_dict("records") if expr_table is not None else list(expr.get("measures", []))
+    used = "" if summary.au.get("computed") else " It is the verdict's expression input (no AU model ran)."
+    return (f"<p>Judgement: <b>{h.fmt(expr.get('judgement'))}</b>: {h.fmt(expr.get('finding'))}. "
+            f"{expr.get('frames', 0)} distinct frames with a face in both videos"
+            + (f" ({summary.frames_repeated} repeated frames of the original left out)" if summary.frames_repeated
+               else "") + f".{used}</p>"
+            + h.table_html(rows, ["measure", "informative", "sd_original", "noise_sd", "snr", "pose_r2", "r",
+                                  "null_low", "null_high", "gain", "passed", "frames"])
+            + "<p class=\"note\">Scale-free ratios from the 68 landmarks (mouth_open: inner-mouth aspect ratio; "
+              "eye_open: eye aspect ratio; brow_raise: brow height over nose-bridge length; mouth_width: lip-corner "
+              "distance over inter-ocular distance), each with the part explained by the original's head pose "
+              "removed from both videos (pose_r2: the share it explained). A measure is informative when the "
+              f"original's SD is at least {h.fmt(expr.get('bars', {}).get('snr'))}x its noise (noise_sd: "
+              f"{h.fmt(expr.get('noise_source'))}). r: Pearson correlation of original and swapped; null_low.."
+              "null_high: the 95 % band of r when the swapped series is circularly shifted (chance); gain: slope of "
+              "swapped on original (1 = the movement's full amplitude). Passed: every informative measure has "
+              "r above 0.5 and above its band, with gain in [0.5, 2].</p>")
+
+
 def _geometry(summary: EvaluationSummary, geo_table: pd.DataFrame, images: dict[str, bytes]) -> str:
     geo = summary.geometry
     return (f"<p>Head pose mean absolute error {h.fmt(geo['pose_mae'], 2)}° (yaw {h.fmt(geo['pose_mae_yaw'], 2)}, "
-            f"pitch {h.fmt(geo['pose_mae_pitch'], 2)}, roll {h.fmt(geo['pose_mae_roll'], 2)}); expression geometry "
-            f"PCC {h.fmt(geo['geometry_pcc_mean'])} ± {h.fmt(geo['geometry_pcc_sd'])} over {geo['frames_paired']} "
-            "frames with a face in both.</p>"
+            f"pitch {h.fmt(geo['pose_mae_pitch'], 2)}, roll {h.fmt(geo['pose_mae_roll'], 2)}); averaged expression "
+            f"geometry PCC {h.fmt(geo['geometry_pcc_mean'])} ± {h.fmt(geo['geometry_pcc_sd'])} over "
+            f"{geo['frames_paired']} frames with a face in both (uncalibrated, not used by the verdict).</p>"
             + h.table_html(geo_table.to_dict("records"), ["measure", "pcc", "rmse", "mae", "frames"])
             + h.image_html(images["geometry_bars.png"], "geometry PCC and RMSE")
             + (h.image_html(images["geometry_timeseries.png"], "geometry time series")

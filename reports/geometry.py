@@ -1,12 +1,17 @@
 """Expression and pose from dlib's 68 landmarks: always available, whatever AU tool can or cannot run.
 
-Per frame: head pose (yaw, pitch, roll by solvePnP, models.face_quality.head_pose) and four
+Per frame: head pose (yaw, pitch, roll by a global PnP solve with a camera fixed by the frame's size,
+models.face_quality.head_pose) and four
 expression distances normalised by the inter-ocular distance (eye centre to eye centre), so they do
 not depend on face size: mouth opening (inner lips), lip-corner distance, eye aperture (both eyes),
 brow height (brow centroid above the line through the eye centres). Original vs swapped: pose mean
-absolute error in degrees, and PCC / RMSE per expression measure.
+absolute error in degrees (angle differences wrapped to [-180, 180]), and PCC / RMSE per expression
+measure. These averaged PCCs are shown for continuity; the verdict's expression input, when no AU model
+runs, is the calibrated measure of reports/expression.py.
 """
 from __future__ import annotations
+
+from typing import Sequence
 
 import numpy as np
 import pandas as pd
@@ -18,8 +23,12 @@ GEOMETRY = ("mouth_open", "lip_corners", "eye_aperture", "brow_height")
 POSE = ("yaw", "pitch", "roll")
 
 
-def frame_geometry(landmarks: np.ndarray) -> dict[str, float]:
-    """Pose and expression measures of one face; NaN everywhere when landmarks are missing."""
+def frame_geometry(landmarks: np.ndarray | None, image_size: tuple[int, int] | None = None) -> dict[str, float]:
+    """Pose and expression measures of one face; NaN everywhere when landmarks are missing.
+
+    `image_size`: (width, height) of the frame the landmarks are in; it fixes the pose's camera. Without it
+    the landmarks are placed in a square twice their extent (a camera that moves with the face: only for
+    a lone photo)."""
     lm = np.asarray(landmarks, np.float64) if landmarks is not None else None
     if lm is None or lm.shape != (68, 2) or not np.isfinite(lm).all():
         return {k: float("nan") for k in POSE + GEOMETRY}
@@ -33,18 +42,24 @@ def frame_geometry(landmarks: np.ndarray) -> dict[str, float]:
     axis = (right_eye - left_eye) / iod
     normal = np.array([axis[1], -axis[0]])  # points up the face (image y grows downwards)
     brows = np.mean([np.dot(lm[17:22].mean(0) - left_eye, normal), np.dot(lm[22:27].mean(0) - right_eye, normal)])
-    # head_pose wants a square crop with the face centred: centre the landmarks in one, 2x their extent.
-    lo, hi = lm.min(0), lm.max(0)
-    side = float(2.0 * max(hi - lo))
-    yaw, pitch, roll = head_pose(lm - (lo + hi) / 2 + side / 2, int(round(side)))
+    if image_size is not None:
+        yaw, pitch, roll = head_pose(lm, image_size)
+    else:
+        lo, hi = lm.min(0), lm.max(0)
+        side = float(2.0 * max(hi - lo))
+        yaw, pitch, roll = head_pose(lm - (lo + hi) / 2 + side / 2, int(round(side)))
     return {"yaw": yaw, "pitch": pitch, "roll": roll, "mouth_open": float(mouth_open / iod),
             "lip_corners": float(lip_corners / iod), "eye_aperture": float(eye_aperture / iod),
             "brow_height": float(brows / iod)}
 
 
-def geometry_table(landmarks: list[np.ndarray | None], frames: list[int]) -> pd.DataFrame:
-    """One row per frame (index `frame`), columns yaw, pitch, roll and the expression measures."""
-    rows = [frame_geometry(lm) for lm in landmarks]
+def geometry_table(landmarks: list[np.ndarray | None], frames: list[int],
+                   image_sizes: Sequence[tuple[int, int] | None] | None = None) -> pd.DataFrame:
+    """One row per frame (index `frame`), columns yaw, pitch, roll and the expression measures.
+
+    `image_sizes`: (width, height) of each frame, the pose's fixed camera (see frame_geometry)."""
+    sizes = list(image_sizes) if image_sizes is not None else [None] * len(landmarks)
+    rows = [frame_geometry(lm, size) for lm, size in zip(landmarks, sizes)]
     return pd.DataFrame(rows, index=pd.Index(list(frames), name="frame"), columns=list(POSE + GEOMETRY))
 
 
@@ -75,4 +90,5 @@ def geometry_preservation(original: pd.DataFrame, swapped: pd.DataFrame) -> tupl
 
 
 def _angle_diff(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """a - b wrapped to [-180, 180): 179 and -179 degrees are 2 apart, not 358."""
     return (a - b + 180.0) % 360.0 - 180.0

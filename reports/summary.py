@@ -1,7 +1,7 @@
 """The evaluation summary: one typed record that summary.json, report.html, `deid compare` and the CLI read.
 
-Sections with many numbers (the four comparisons' statistics, the AU and geometry summaries, the parrot
-estimate) stay mappings of plain numbers; what the readers decide on has a field.
+Sections with many numbers (the four comparisons' statistics, the AU, geometry and calibrated expression
+summaries, the parrot estimate) stay mappings of plain numbers; what the readers decide on has a field.
 """
 from __future__ import annotations
 
@@ -40,6 +40,8 @@ class EvaluationSummary:
     au: dict[str, Any]
     gallery: dict[str, Any] | None = None
     metrics: dict[str, dict[str, Any]] = field(default_factory=dict)  # reports/metrics/ plugins: name -> summary
+    expression: dict[str, Any] = field(default_factory=dict)  # reports/expression.py: judgement, measures, ...
+    frames_repeated: int = 0  # the original's frames left out of the sample as repeats of the frame before
     recogniser: str = RECOGNISER
     notes: list[str] = field(default_factory=list)
     damaged_input: dict[str, str] = field(default_factory=dict)

@@ -5,8 +5,10 @@
    which no face is found are not counted as hidden: they are reported.
 2. *Became the donor*: in what share of the frames where the original shows a face does the swapped
    frame match the donor's photo? Below `donor_share` the output is an obfuscation, not a convincing swap.
-3. *Expression kept*: AU PCC when AU intensities were computed, else the landmark-geometry PCC, against
-   `expression_pcc`; and head-pose mean absolute error against `pose_mae` degrees.
+3. *Expression kept*: AU PCC against `expression_pcc` when AU intensities were computed; else the
+   calibrated landmark measure (reports/expression.py: passed, failed, or not judged when the original's
+   expression barely changes); the averaged geometry PCC only for callers that give neither. And head-pose
+   mean absolute error against `pose_mae` degrees: a pose not kept fails the axis whatever the expression.
 
 Green only when all three hold. Red when the original person is re-identified. Amber otherwise: the
 identity is hidden but the result is not a swap that keeps the expression (a smear, a solid mask).
@@ -51,10 +53,11 @@ class Bars:
 
 
 def judge(reid: Mapping[str, Any], parrot: Mapping[str, Any], donor: Mapping[str, Any], geometry: Mapping[str, Any],
-          au: Mapping[str, Any], bars: Bars) -> Verdict:
+          au: Mapping[str, Any], bars: Bars, expression: Mapping[str, Any] | None = None) -> Verdict:
     """reid: reports.identity.reidentification; donor: reports.identity.donor_match; geometry: the geometry
-    summary; au: the AU summary (`computed`, `pcc_mean`)."""
-    axes = (_hidden(reid, parrot, bars), _donor(donor, bars), _expression(geometry, au, bars))
+    summary (pose MAE); au: the AU summary (`computed`, `pcc_mean`); expression: the calibrated measure's
+    summary (reports.expression: `judgement`, `finding`), used when AU was not computed."""
+    axes = (_hidden(reid, parrot, bars), _donor(donor, bars), _expression(geometry, au, bars, expression))
     hidden, became, kept = axes
     level = BAD if hidden.passed is False else OK if all(a.passed for a in axes) else WARN
     failing = [a for a in axes if a.passed is not True]
@@ -103,15 +106,31 @@ def _donor(donor: Mapping[str, Any], bars: Bars) -> Axis:
                 + finding)
 
 
-def _expression(geometry: Mapping[str, Any], au: Mapping[str, Any], bars: Bars) -> Axis:
+def _expression(geometry: Mapping[str, Any], au: Mapping[str, Any], bars: Bars,
+                expression: Mapping[str, Any] | None = None) -> Axis:
+    pose = geometry.get("pose_mae")
+    pose_ok = pose is None or pose <= bars.pose_mae
+    pose_text = "pose MAE n/a" if pose is None else f"pose MAE {pose:.1f} deg (bar {bars.pose_mae:g})"
+    if not (au.get("computed") and au.get("pcc_mean") is not None) and expression and expression.get("judgement"):
+        return _calibrated(expression, pose_ok, pose_text)
     if au.get("computed") and au.get("pcc_mean") is not None:
         source, pcc = "AU PCC", float(au["pcc_mean"])
     elif geometry.get("geometry_pcc_mean") is not None:
         source, pcc = "expression geometry PCC", float(geometry["geometry_pcc_mean"])
     else:
         return Axis("expression kept", None, "no frame with a face in both videos to compare expressions")
-    pose = geometry.get("pose_mae")
-    pose_text = "pose MAE n/a" if pose is None else f"pose MAE {pose:.1f} deg (bar {bars.pose_mae:g})"
-    ok = pcc >= bars.expression_pcc and (pose is None or pose <= bars.pose_mae)
+    ok = pcc >= bars.expression_pcc and pose_ok
     lost = "" if ok else ("expression lost: " if pcc < bars.expression_pcc else "pose not kept: ")
     return Axis("expression kept", ok, f"{lost}{source} {pcc:.2f} (bar {bars.expression_pcc:g}), {pose_text}")
+
+
+def _calibrated(expression: Mapping[str, Any], pose_ok: bool, pose_text: str) -> Axis:
+    """The axis from reports/expression.py's judgement; a lost pose fails it even where expression is not judged."""
+    judgement, finding = expression["judgement"], str(expression.get("finding") or expression.get("reason") or "")
+    if judgement == "not judged":
+        if not pose_ok:
+            return Axis("expression kept", False, f"pose not kept: {pose_text}; expression not judged: {finding}")
+        return Axis("expression kept", None, f"{finding}, {pose_text}")
+    passed = judgement == "passed"
+    lost = "" if passed and pose_ok else "expression lost: " if not passed else "pose not kept: "
+    return Axis("expression kept", passed and pose_ok, f"{lost}landmark expression {judgement} ({finding}), {pose_text}")

@@ -3,20 +3,27 @@
 Works on any pair of videos (or image folders) with the same frames, made by this project or any other
 tool. The stage reads top to bottom:
 
-  sample   the same N frame indices (fixed seed) of both videos;
+  sample   the same N frame indices (fixed seed) of both videos, among the original's distinct frames (a
+           frame identical or nearly identical to the one before, as a variable-frame-rate source repeats,
+           is never sampled: it would count one expression twice);
   analyse  stream both videos side by side, in batches: the largest face per frame (detection on a
            reduced copy, on the GPU when there is one; 68 landmarks and the 128-d face_recognition
            embedding at full size), AU intensities by py-feat batch by batch, a few frames kept for the
            parrot attack and for the report's pictures; memory is bounded by the batch, not the sample;
+           a few sampled original frames also go through a libx264 crf 23 re-encode and are landmarked
+           again: the re-encode noise that calibrates the expression measure;
   score    the study's four identity comparisons and re-identification, the parrot attack, the gallery,
-           expression geometry, AU preservation, and the three-axis verdict (reports/verdict.py);
-  write    `<out_dir>/reports/`: identity.csv, geometry.csv, geometry_preservation.csv, au_*.csv,
+           expression geometry and pose, the calibrated expression measure (reports/expression.py), AU
+           preservation, and the three-axis verdict (reports/verdict.py);
+  write    `<out_dir>/reports/`: identity.csv, geometry.csv, geometry_preservation.csv, expression.csv, au_*.csv,
            plots/*.png, report.html (self-contained, verdict first) and summary.json, all atomic.
 """
 from __future__ import annotations
 
+import dataclasses
 import heapq
 import logging
+import tempfile
 import time
 from dataclasses import dataclass, field
 from itertools import zip_longest
@@ -37,7 +44,8 @@ from reports import plots
 from reports.au_source import AuSource
 from reports.evaluate_html import render_html
 from reports.gallery import gallery_identification
-from reports.geometry import geometry_preservation, geometry_table
+from reports.expression import ExpressionBars, expression_preservation, ratio_table, reencode_noise
+from reports.geometry import POSE, geometry_preservation, geometry_table
 from reports.identity import comparison_stats, donor_match, identity_frame_table, reidentification
 from reports.metrics import MetricSet, Sample, make_metrics
 from reports.parrot import ParrotEvidence, is_flat, parrot_attack, parrot_explanation
@@ -46,11 +54,14 @@ from reports.verdict import Bars, judge
 from stages.evaluate_config import EvaluateConfig
 from stages.media import MediaInfo, iter_frames, probe, read_image_rgb
 from stages.progress import progress_bar
+from stages.video_writer import VideoWriter
 
 log = logging.getLogger("deid.evaluate")
 
 STRIP_FRAMES = 5  # frames in the report's picture: the closest to the original person first
 THUMB_SIDE = 160
+NOISE_CRF = 23  # the re-encode whose landmark noise calibrates the expression measure (a common delivery quality)
+REPEAT_LEVEL = 2  # grey levels: a frame whose 64x64 thumbnail differs from the previous one by no more is a repeat
 
 
 def sample_frames(total: int, count: int, seed: int) -> np.ndarray:
@@ -58,6 +69,26 @@ def sample_frames(total: int, count: int, seed: int) -> np.ndarray:
     if total <= count:
         return np.arange(total)
     return np.sort(np.random.default_rng(seed).choice(total, size=count, replace=False))
+
+
+def distinct_frames(info: MediaInfo, total: int) -> np.ndarray:
+    """Indices below `total` of the frames that are not a repeat of the frame before.
+
+    A repeat is a frame whose 64x64 grey thumbnail differs from the previous one's by at most REPEAT_LEVEL
+    grey levels anywhere: what a variable-frame-rate source converted to a constant rate is full of. On the
+    repository's clips a real change (a mouth moving) is at least 3 levels, mostly 5 and more; the
+    averaged thumbnail keeps the encoder's noise on an unchanged frame at 1 level.
+    """
+    keep, previous = [], None
+    for index, frame in iter_frames(info):
+        if index >= total:
+            break
+        thumb = cv2.resize(cv2.cvtColor(frame, cv2.COLOR_RGB2GRAY), (64, 64), interpolation=cv2.INTER_AREA)
+        thumb = thumb.astype(np.int16)
+        if previous is None or previous.shape != thumb.shape or np.abs(thumb - previous).max() > REPEAT_LEVEL:
+            keep.append(index)
+        previous = thumb
+    return np.asarray(keep, dtype=np.int64)
 
 
 def evaluate(original: Path, swapped: Path, ref_original: Path, ref_donor: Path, out_dir: Path,
@@ -77,9 +108,15 @@ def evaluate(original: Path, swapped: Path, ref_original: Path, ref_donor: Path,
     if info_o.frames != info_s.frames:
         notes.append(f"the videos differ in length ({info_o.frames} vs {info_s.frames} frames): "
                      f"only the first {total} frames are compared, by index")
-    indices = sample_frames(total, config.frames, config.seed)
+    distinct = distinct_frames(info_o, total)
+    repeats = total - len(distinct)
+    if repeats:
+        notes.append(f"the original repeats {repeats} of its {total} frames (identical or nearly to the frame before, "
+                     f"as a variable-frame-rate source does): only its {len(distinct)} distinct frames are sampled")
+    indices = distinct[sample_frames(len(distinct), config.frames, config.seed)]
     if len(indices) < config.frames:
-        notes.append(f"{config.frames} frames requested, the videos have {total}: all of them are used")
+        notes.append(f"{config.frames} frames requested, the videos have {len(distinct)} distinct frames: all of "
+                     "them are used")
     fps = info_s.fps or info_o.fps
 
     dev = resolve_device(device)
@@ -92,7 +129,12 @@ def evaluate(original: Path, swapped: Path, ref_original: Path, ref_donor: Path,
 
     metrics = make_metrics(config.metrics, config)
     t = time.perf_counter()
-    faces = _analyse(info_o, info_s, indices, analyser, refs, au, metrics, config, progress)
+    with tempfile.TemporaryDirectory(prefix="deid-reencode-") as scratch:
+        copy = ReencodeCopy(Path(scratch) / "reencoded.mp4", info_o, indices, config.noise_frames)
+        try:
+            faces = _analyse(info_o, info_s, indices, analyser, refs, au, metrics, config, progress, copy)
+        finally:
+            copy.abort()  # an interrupted run leaves no encoder behind; a finished one has closed it
     identity_seconds = time.perf_counter() - t
     for decoded, label in ((faces.decoded_original, "original"), (faces.decoded_swapped, "swapped")):
         if decoded < len(indices):
@@ -122,20 +164,21 @@ def evaluate(original: Path, swapped: Path, ref_original: Path, ref_donor: Path,
     if config.gallery is not None:
         gallery = gallery_identification(config.gallery, lambda p: _embed_photo(analyser, p), refs["original"][2],
                                          faces.embeddings_o, faces.embeddings_s, config.threshold)
-    geo_o = geometry_table(faces.landmarks_o, list(indices))
-    geo_s = geometry_table(faces.landmarks_s, list(indices))
+    geo_o = geometry_table(faces.landmarks_o, list(indices), faces.sizes_o)
+    geo_s = geometry_table(faces.landmarks_s, list(indices), faces.sizes_s)
     geo_table, geometry = geometry_preservation(geo_o.dropna(how="all"), geo_s.dropna(how="all"))
+    expr_table, expression = _expression(faces, indices, geo_o, config)
     t = time.perf_counter()
     au_summary, au_o, au_s, au_table = au.result()
     measured = metrics.results()
     bars = Bars(config.threshold, config.donor_share, config.expression_pcc, config.pose_mae)
-    verdict = judge(reid, parrot, identity["donor"], geometry, au_summary, bars)
+    verdict = judge(reid, parrot, identity["donor"], geometry, au_summary, bars, expression)
 
     summary = EvaluationSummary(
         name=name or swapped.stem, original=str(original), swapped=str(swapped), ref_original=str(ref_original),
         ref_donor=str(ref_donor), frames_total=int(total), frames_sampled=int(len(indices)), seed=config.seed,
         fps=fps, threshold=config.threshold, verdict=verdict, identity=identity, parrot=parrot, geometry=geometry,
-        au=au_summary, gallery=gallery, notes=notes,
+        au=au_summary, gallery=gallery, notes=notes, expression=expression, frames_repeated=int(repeats),
         metrics={name: {"description": description, **result.summary}
                  for name, (description, result) in measured.items()},
         damaged_input={str(i.path): i.damage for i in (info_o, info_s) if i.damage},
@@ -147,12 +190,13 @@ def evaluate(original: Path, swapped: Path, ref_original: Path, ref_donor: Path,
     reports = out_dir / "reports"
     images = _images(table, geo_o, geo_s, geo_table, au_o, au_s, au_table, au_summary, faces, refs, config.threshold)
     _write_tables(reports, table, geo_o, geo_s, geo_table, au_o, au_s, au_table)
+    write_text(reports / "expression.csv", expr_table.to_csv(index=False, float_format="%.6g"))
     write_text(reports / "metrics.csv", pd.DataFrame({name: pd.Series(result.per_frame, dtype=float)
                                                       for name, (_, result) in measured.items()}, index=list(indices))
                .rename_axis("frame").to_csv(float_format="%.6g"))
     for image_name, png in images.items():
         write_bytes(reports / "plots" / image_name, png)
-    write_text(reports / "report.html", render_html(summary, table, geo_table, au_table, images))
+    write_text(reports / "report.html", render_html(summary, table, geo_table, au_table, images, expr_table))
     summary.timings["total_s"] = round(time.perf_counter() - started, 3)
     write_json(reports / "summary.json", summary.as_json())
     log.info("evaluate %s: %s", summary.name, verdict.level.upper())
@@ -195,13 +239,17 @@ class _Analysis:
     strip: list[tuple[float, int, np.ndarray, np.ndarray]] = field(default_factory=list)  # heap: (-SW-OR, pos, o, s)
     decoded_original: int = 0
     decoded_swapped: int = 0
+    sizes_o: list[tuple[int, int] | None] = field(default_factory=list)  # (width, height): the pose's camera
+    sizes_s: list[tuple[int, int] | None] = field(default_factory=list)
+    reencoded: dict[int, np.ndarray | None] = field(default_factory=dict)  # frame index -> landmarks of the re-encode
 
 
 def _analyse(info_o: MediaInfo, info_s: MediaInfo, indices: np.ndarray, analyser: FaceIdentity, refs: dict,
-             au: AuSource, metrics: MetricSet, config: EvaluateConfig, progress: bool) -> _Analysis:
+             au: AuSource, metrics: MetricSet, config: EvaluateConfig, progress: bool,
+             copy: "ReencodeCopy") -> _Analysis:
     n = len(indices)
     faces = _Analysis([None] * n, [None] * n, np.full((n, 128), np.nan, np.float32),
-                      np.full((n, 128), np.nan, np.float32))
+                      np.full((n, 128), np.nan, np.float32), sizes_o=[None] * n, sizes_s=[None] * n)
     ref_original = refs["original"][2]
     with progress_bar(n, "evaluate", "frame", progress) as bar:
         for batch in _paired_batches(info_o, info_s, indices, config.batch_size):
@@ -219,13 +267,67 @@ def _analyse(info_o: MediaInfo, info_s: MediaInfo, indices: np.ndarray, analyser
             for (embeddings, pos, _, _), vector in zip(found, analyser.embed_many([(f, lm) for _, _, f, lm in found])):
                 embeddings[pos] = vector
             for pos, index, fo, fs in batch:
+                faces.sizes_o[pos] = None if fo is None else (fo.shape[1], fo.shape[0])
+                faces.sizes_s[pos] = None if fs is None else (fs.shape[1], fs.shape[0])
+                if fo is not None and faces.landmarks_o[pos] is not None:
+                    copy.add(pos, index, fo)
                 _keep(faces, pos, fo, fs, config, analyser, ref_original)
                 if fo is not None and fs is not None:
                     metrics.add(Sample(index, fo, fs, faces.landmarks_o[pos], faces.landmarks_s[pos]))
             au.add("original", [(i, f) for _, i, f in present_o])
             au.add("swapped", [(i, f) for _, i, f in present_s])
             bar.update(len(batch))
+    faces.reencoded = copy.landmarks(analyser, config.batch_size)
     return faces
+
+
+class ReencodeCopy:
+    """Up to `count` sampled original frames with a face, spread over the sample, streamed into a libx264
+    crf NOISE_CRF video as they pass, then landmarked again: how much a re-encode alone moves each
+    expression measure. Landmarking a real re-encode (not the jitter between neighbouring frames) keeps
+    expression out of the noise estimate, and it works whatever the spacing of the sampled frames."""
+
+    def __init__(self, path: Path, info: MediaInfo, indices: np.ndarray, count: int) -> None:
+        self.path, self.info = path, info
+        n = len(indices)
+        self.wanted = set(np.linspace(0, n - 1, min(n, count)).round().astype(int).tolist()) if n and count else set()
+        self.frames: list[int] = []
+        self._writer: VideoWriter | None = None
+        self._closed = False
+
+    def abort(self) -> None:
+        if self._writer is not None:
+            self._writer.abort()
+            self._writer = None
+
+    def add(self, pos: int, index: int, frame: np.ndarray) -> None:
+        if pos not in self.wanted or self._closed:
+            return
+        h, w = frame.shape[:2]
+        if self._writer is None:
+            # An image folder has no size of its own: the first frame's is the copy's.
+            self._writer = VideoWriter(self.path, dataclasses.replace(self.info, width=w, height=h), crf=NOISE_CRF,
+                                       audio=False)
+        if (h, w) != (self._writer.height, self._writer.width):
+            return  # a differently sized image of a folder: not worth a second copy
+        self._writer.write(frame)
+        self.frames.append(int(index))
+
+    def landmarks(self, analyser: FaceIdentity, batch_size: int) -> dict[int, np.ndarray | None]:
+        """Frame index -> landmarks found in the re-encoded copy of that frame (None: no face there)."""
+        if self._writer is None:
+            return {}
+        self._writer.close()
+        self._writer, self._closed = None, True
+        found: list[np.ndarray | None] = []
+        batch: list[np.ndarray] = []
+        for _, frame in iter_frames(probe(self.path)):
+            batch.append(frame)
+            if len(batch) == batch_size:
+                found += analyser.largest_faces(batch)
+                batch = []
+        found += analyser.largest_faces(batch)
+        return dict(zip(self.frames, found))
 
 
 def _paired_batches(info_o: MediaInfo, info_s: MediaInfo, indices: np.ndarray, size: int
@@ -246,6 +348,17 @@ def _paired_batches(info_o: MediaInfo, info_s: MediaInfo, indices: np.ndarray, s
             batch = []
     if batch:
         yield batch
+
+
+def _expression(faces: _Analysis, indices: np.ndarray, geo_o: pd.DataFrame, config: EvaluateConfig
+                ) -> tuple[pd.DataFrame, dict]:
+    """The calibrated expression measure: ratios of both videos, the original's pose, the re-encode noise."""
+    ratios_o = ratio_table(faces.landmarks_o, list(indices))
+    ratios_s = ratio_table(faces.landmarks_s, list(indices))
+    copy = ratio_table(list(faces.reencoded.values()), list(faces.reencoded))
+    noise = reencode_noise(ratios_o.loc[list(faces.reencoded)], copy)
+    bars = ExpressionBars(min_r=config.expression_pcc)
+    return expression_preservation(ratios_o, ratios_s, geo_o[list(POSE)], noise, bars)
 
 
 def _keep(faces: _Analysis, pos: int, frame_o: np.ndarray | None, frame_s: np.ndarray | None,

@@ -33,9 +33,12 @@ class EvaluateConfig:
     batch_size: int = 8                     # frame pairs per batch (detection, py-feat); bounds memory
     max_reid_times: int = 20                # re-identified frame times listed in the verdict / summary
     donor_share: float = 0.5                # verdict: "became the donor" when SW-SW < threshold in this share of frames
-    expression_pcc: float = 0.5             # verdict: "expression kept" needs AU (else geometry) PCC >= this
+    expression_pcc: float = 0.5             # verdict: "expression kept" needs AU PCC (else every informative
+                                            # landmark measure's r, reports/expression.py) above this
     pose_mae: float = 5.0                   # verdict: ... and head-pose mean absolute error <= this, degrees
     metrics: tuple[str, ...] | None = None  # registered metrics (reports/metrics/) to run; None = all of them
+    noise_frames: int = 60                  # sampled original frames re-encoded (libx264 crf 23) and landmarked
+                                            # again: the re-encode noise calibrating the expression measure
 
     def __post_init__(self) -> None:
         _int("frames", self.frames, 1, 10**7)
@@ -44,6 +47,7 @@ class EvaluateConfig:
         _int("batch_size", self.batch_size, 1, 1024)
         _int("max_reid_times", self.max_reid_times, 0, 10**6)
         _int("detect_side", self.detect_side, 64, 8192)
+        _int("noise_frames", self.noise_frames, 0, 10**6)
         from models.detectors import DETECTORS
 
         DETECTORS.get(self.detector, "evaluate.detector")

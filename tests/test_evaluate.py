@@ -105,6 +105,9 @@ def test_self_comparison_geometry_is_perfect(self_run):
     _, s = self_run
     g = s.geometry
     assert g["geometry_pcc_mean"] == pytest.approx(1.0) and g["geometry_rmse_mean"] == 0.0 and g["pose_mae"] == 0.0
+    # 5 frames are too few for the calibrated measure's null band: said, not guessed
+    assert s.expression["judgement"] == "not judged" and "5 distinct frames" in s.expression["reason"]
+    assert [m["measure"] for m in s.expression["measures"]] == ["mouth_open", "eye_open", "brow_raise", "mouth_width"]
 
 
 def test_outputs_and_report_without_pyfeat(self_run):
@@ -118,6 +121,7 @@ def test_outputs_and_report_without_pyfeat(self_run):
     text = (reports / "report.html").read_text()
     check_report_html(text)
     assert "AU: not computed: py-feat" in text  # not installed, or its weights not on this machine
+    assert "Expression: calibrated landmark measure" in text and (reports / "expression.csv").is_file()
     saved = json.loads((reports / "summary.json").read_text())
     assert saved["frames_sampled"] == FRAMES and saved["verdict"]["level"] == "bad" and saved["version"]
     assert "dlib face_recognition" in text and (reports / "plots" / "frames.png").is_file()

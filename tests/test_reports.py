@@ -256,3 +256,61 @@ def test_verdict_three_axes_worst_first():
                    {"geometry_pcc_mean": 0.9, "pose_mae": 1.0}, {"computed": False}, Bars())
     assert parrot.level == "bad" and parrot.text.startswith("re-identified in 9/25 frames by a parrot attack "
                                                             "(reference pixelated")
+
+
+def test_verdict_uses_the_calibrated_expression_measure_without_au():
+    """Without AU the calibrated measure decides; not judged stays not judged unless the pose is lost."""
+    hidden = {"frames_sampled": 25, "frames_with_face": 25, "frames_reidentified": 0}
+    donor = {"frames": 25, "frames_matching_donor": 20}
+    geometry = {"geometry_pcc_mean": 0.1, "pose_mae": 1.0}  # the averaged PCC no longer decides
+    passed = {"judgement": "passed", "finding": "1 of 4 measures informative: mouth_open r 0.95"}
+    ok = judge(hidden, {"applied": False}, donor, geometry, {"computed": False}, Bars(), passed)
+    assert ok.level == "ok" and "landmark expression passed (1 of 4 measures informative" in ok.text
+    failed = judge(hidden, {"applied": False}, donor, geometry, {"computed": False}, Bars(),
+                   {"judgement": "failed", "finding": "mouth_open r 0.05 (null -0.5..0.5)"})
+    assert failed.level == "warn" and "expression lost: landmark expression failed" in failed.text
+    still = {"judgement": "not judged", "finding": "the original's expression barely changes"}
+    unjudged = judge(hidden, {"applied": False}, donor, geometry, {"computed": False}, Bars(), still)
+    assert unjudged.axes[2].passed is None
+    assert "expression kept not judged: the original's expression barely changes" in unjudged.text
+    lost_pose = judge(hidden, {"applied": False}, donor, {**geometry, "pose_mae": 12.8}, {"computed": False}, Bars(),
+                      still)
+    assert lost_pose.axes[2].passed is False and "pose not kept: pose MAE 12.8" in lost_pose.text
+    au_first = judge(hidden, {"applied": False}, donor, geometry, {"computed": True, "pcc_mean": 0.8}, Bars(), still)
+    assert au_first.axes[2].passed is True and "AU PCC 0.80" in au_first.text
+
+
+def test_expression_measure_on_series_with_known_answers():
+    """The arithmetic: a copy passes, a constant face fails inside its null band, pose is regressed out."""
+    from reports.expression import MEASURES, expression_preservation
+
+    rng = np.random.default_rng(3)
+    n = 40
+    pose = pd.DataFrame({"yaw": rng.normal(0, 5, n), "pitch": rng.normal(0, 3, n), "roll": rng.normal(0, 2, n)})
+    signal = np.sin(np.linspace(0, 6 * np.pi, n))
+    original = pd.DataFrame({m: 0.3 + 0.05 * signal + 0.004 * pose["yaw"] for m in MEASURES})
+    noise = {m: 0.002 for m in MEASURES}
+    copy = original + rng.normal(0, 0.002, original.shape)
+    table, summary = expression_preservation(original, copy, pose, noise)
+    assert summary["judgement"] == "passed" and summary["informative"] == list(MEASURES)
+    assert all(0.9 < g < 1.1 for g in table["gain"]) and all(table["pose_r2"] > 0.2)
+    frozen = pd.DataFrame({m: np.full(n, 0.3) for m in MEASURES})
+    table, summary = expression_preservation(original, frozen, pose, noise)
+    assert summary["judgement"] == "failed"
+    assert all(abs(r) < 1e-9 and lo <= r <= hi for r, lo, hi in zip(table["r"], table["null_low"], table["null_high"]))
+    halved = pd.DataFrame({m: 0.3 + 0.02 * signal for m in MEASURES})  # the movement at 40 %: r stays, gain says it
+    assert expression_preservation(original, halved, pose, noise)[1]["judgement"] == "failed"
+    quiet = {m: 0.05 for m in MEASURES}
+    assert expression_preservation(original, copy, pose, quiet)[1]["judgement"] == "not judged"
+    short = expression_preservation(original.head(5), copy.head(5), pose.head(5), noise)[1]
+    assert short["judgement"] == "not judged" and "5 distinct frames" in short["reason"]
+
+
+def test_compare_shows_the_expression_headline(tmp_path):
+    summary = _summary("swap", 0.72, 0.0, None)
+    summary.expression = {"judgement": "passed", "informative": ["mouth_open"], "r_min": 0.91, "gain_min": 0.9,
+                          "gain_max": 0.9}
+    (tmp_path / "swap").mkdir()
+    (tmp_path / "swap" / "summary.json").write_text(json.dumps(summary.as_json()))
+    table = compare([tmp_path / "swap"], tmp_path / "out")
+    assert table.loc[0, "landmark expression"] == "passed, r min 0.91 over 1 measure, gain 0.90..0.90"
