@@ -136,3 +136,31 @@ def test_a_bad_single_input_is_one_error_line_and_exit_2(tmp_path, capsys):
     assert main(["-q", "protect", str(fake), "-o", str(tmp_path / "o"), "--device", "cpu"]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and err[0].startswith("deid: error:") and "fake.mp4" in err[0]
+
+
+# --- Footage that used to be refused or published with a face (media built by tests/test_footage_media.py) --
+
+from tests.test_footage_media import cctv, streams, two_tracks  # noqa: E402,F401  (fixtures reused)
+
+
+def test_interlaced_cctv_is_hidden_and_keeps_its_pixel_aspect(cctv, tmp_path):
+    assert faces_left(cctv) >= 5  # the judge finds the face in the deinterlaced original
+    code = main(["-q", "protect", str(cctv), "-o", str(tmp_path / "o"), "--device", "cpu"])
+    assert code == 0
+    out = tmp_path / "o" / "cam 1.mp4"
+    video = [s for s in streams(out) if s["codec_type"] == "video"][0]
+    assert (video["width"], video["height"], video["sample_aspect_ratio"]) == (704, 576, "12:11")
+    assert faces_left(out) == 0
+
+
+def test_an_mkv_remux_with_a_timestamp_offset_is_protected_not_refused(clip, tmp_path):
+    remux = tmp_path / "remux.mkv"
+    ffmpeg("-i", str(clip), "-c", "copy", "-output_ts_offset", "2", str(remux))
+    assert main(["-q", "protect", str(remux), "-o", str(tmp_path / "o"), "--device", "cpu"]) == 0
+    assert faces_left(tmp_path / "o" / "remux.mp4") == 0
+
+
+def test_pcm_audio_is_kept_by_reencoding_it(two_tracks, tmp_path):
+    assert main(["-q", "protect", str(two_tracks), "-o", str(tmp_path / "o"), "--device", "cpu"]) == 0
+    audio = [s["codec_name"] for s in streams(tmp_path / "o" / "two tracks.mp4") if s["codec_type"] == "audio"]
+    assert audio == ["aac", "aac"]
