@@ -19,7 +19,7 @@ Audio = Literal["keep", "drop"]
 @dataclass(frozen=True)
 class ProtectConfig:
     method: str = "mask"            # obfuscation of every found face (protect, baseline): mask | blur | pixelate
-    search: str = "centerface"      # recall detector of the protection pass (models/search/)
+    search: str = "centerface"      # recall detector of the protection pass (models/search/; a+b = both)
     checker: str = "mtcnn"          # leak check detector: must differ from `search`
     min_face: int = 12              # smallest face searched for, px of the frame
     hold: int = 5                   # a hidden region stays hidden this many frames before and after each detection
@@ -39,9 +39,11 @@ class ProtectConfig:
         for key in ("search", "checker"):
             if getattr(self, key) not in names():
                 raise ConfigError(f"protect.{key} must be one of {', '.join(names())}; got {getattr(self, key)!r}")
-        if self.search == self.checker:
-            raise ConfigError(f"protect.checker must differ from protect.search ({self.search}): the leak check "
-                              "has to be independent of the pass it checks")
+        shared = set(self.search.split("+")) & set(self.checker.split("+"))  # a union search names its parts
+        if shared:
+            raise ConfigError(f"protect.checker must not share a detector with protect.search ({self.search} and "
+                              f"{self.checker} both use {', '.join(sorted(shared))}): the leak check has to be "
+                              "independent of the pass it checks")
         for key, low, high in (("min_face", 6, 4096), ("hold", 0, 1000), ("track_gap", 0, 100000),
                                ("check_every", 1, 100000), ("repair_rounds", 0, 10), ("batch_size", 1, 1024)):
             value = getattr(self, key)

@@ -164,3 +164,13 @@ def test_pcm_audio_is_kept_by_reencoding_it(two_tracks, tmp_path):
     assert main(["-q", "protect", str(two_tracks), "-o", str(tmp_path / "o"), "--device", "cpu"]) == 0
     audio = [s["codec_name"] for s in streams(tmp_path / "o" / "two tracks.mp4") if s["codec_type"] == "audio"]
     assert audio == ["aac", "aac"]
+
+
+def test_a_checker_sharing_a_detector_with_a_union_search_is_refused():
+    from pipeline.errors import ConfigError
+
+    for search, checker in (("centerface", "centerface"), ("centerface+yunet", "yunet"),
+                            ("centerface+yunet", "centerface")):
+        with pytest.raises(ConfigError, match="must not share a detector"):
+            ProtectConfig(search=search, checker=checker)
+    assert ProtectConfig(search="centerface+yunet", checker="mtcnn").checker == "mtcnn"

@@ -24,7 +24,8 @@ class FaceSearch(Protocol):
 
 Factory = Callable[[torch.device, int], FaceSearch]
 # A literal list: the runner's code fingerprint reads it, so editing a search plugin re-runs what it protected.
-SEARCHES: Registry[Factory] = Registry("protect.search", ["models.search.centerface", "models.search.mtcnn"])
+SEARCHES: Registry[Factory] = Registry("protect.search", ["models.search.centerface", "models.search.mtcnn",
+                                                          "models.search.yunet"])
 
 
 def names() -> tuple[str, ...]:
