@@ -20,7 +20,8 @@ class EvaluateConfig:
     frames: int = 1000                      # frames sampled (same indices in both videos); all if fewer
     seed: int = 0                           # seed of the frame sample
     threshold: float = 0.6                  # face_recognition distance below which a face is "the same person"
-    au: str = "pyfeat"                      # a registered AU source (reports/au_source/); table sources need
+    au: str = "auto"                        # a registered AU source (reports/au_source/); auto = pyfeat where its
+                                            # weights are present, else blendshapes; table sources need
                                             # au_original/au_swapped
     au_original: Path | None = None         # AU table of the original (py-feat CSV or OpenFace CSV)
     au_swapped: Path | None = None          # AU table of the swapped video
@@ -76,6 +77,12 @@ class EvaluateConfig:
                 object.__setattr__(self, key, Path(value))
         from reports.au_source import AU_SOURCES
 
+        AU_SOURCES.get(self.au, "evaluate.au")
+        if self.au == "auto":
+            # Resolved here, so the manifest, the summary and `deid compare` name the source that really ran.
+            from reports.au_source.blendshapes import default_source
+
+            object.__setattr__(self, "au", default_source(self))
         if AU_SOURCES.get(self.au, "evaluate.au").needs_tables:
             for key in ("au_original", "au_swapped"):
                 if getattr(self, key) is None:

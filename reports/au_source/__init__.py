@@ -58,8 +58,8 @@ class AuPlugin(ABC):
 
 
 AU_SOURCES: Registry[type[AuPlugin]] = Registry(
-    "AU source", ["reports.au_source.pyfeat", "reports.au_source.openface", "reports.au_source.pyfeat_csv",
-                  "reports.au_source.none"])
+    "AU source", ["reports.au_source.pyfeat", "reports.au_source.blendshapes", "reports.au_source.openface",
+                  "reports.au_source.pyfeat_csv", "reports.au_source.none"])
 
 
 def note_unavailable(configs: Sequence[EvaluateConfig]) -> None:
