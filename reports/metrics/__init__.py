@@ -94,7 +94,7 @@ def summarise(values: Mapping[int, float], unit: str = "") -> dict[str, Any]:
 
 
 METRICS: Registry[type[Metric]] = Registry(
-    "metric", ["reports.metrics.landmark_nme", "reports.metrics.face_ssim"])
+    "metric", ["reports.metrics.landmark_nme", "reports.metrics.face_ssim", "reports.metrics.expression_3dmm"])
 
 
 def make_metrics(names: tuple[str, ...] | None, config: Any) -> MetricSet:
