@@ -187,9 +187,10 @@ def build_parser() -> argparse.ArgumentParser:
     from reports.au_source import AU_SOURCES
     from reports.metrics import METRICS
 
-    ev.add_argument("--au", choices=AU_SOURCES.names(), default="pyfeat",
-                    help="where AU intensities come from (default pyfeat; openface and pyfeat-csv read --au-original "
-                         "and --au-swapped)")
+    ev.add_argument("--au", choices=AU_SOURCES.names(), default="auto",
+                    help="where AU intensities come from (default auto: pyfeat where its weights are present, else "
+                         "blendshapes, MediaPipe's shipped models; openface and pyfeat-csv read --au-original and "
+                         "--au-swapped)")
     ev.add_argument("--au-original", type=Path, default=None, help="AU CSV of the original (openface / pyfeat-csv)")
     ev.add_argument("--au-swapped", type=Path, default=None, help="AU CSV of the swapped video")
     ev.add_argument("--gallery", type=Path, default=None, help="folder of identities (one sub-folder per person)")

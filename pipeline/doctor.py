@@ -63,6 +63,25 @@ def _chromium() -> tuple[bool, str]:
     return False, "not found: only the report screenshot test needs it"
 
 
+def _expression_models() -> list[tuple[str, bool, str]]:
+    """Each shipped model of the evaluation and protection, and whether it can run here (nothing downloads)."""
+    from models.mediapipe_face import unavailable as mesh_unavailable
+    from models.yunet import WEIGHTS as YUNET
+
+    rows = []
+    reason = mesh_unavailable()
+    rows.append(("MediaPipe face mesh + blendshapes (AU, --au blendshapes)", reason is None,
+                 reason or "shipped in models/weights/, runs offline"))
+    from models.tddfa import unavailable as tddfa_unavailable
+
+    reason = tddfa_unavailable()
+    rows.append(("3DDFA_V2 3DMM expression and pose (--metric 3dmm)", reason is None,
+                 reason or "shipped in models/weights/, runs offline"))
+    rows.append(("YuNet (--search yunet)", YUNET.is_file(), "shipped in models/weights/" if YUNET.is_file()
+                 else f"{YUNET} is missing: restore it from the repository"))
+    return rows
+
+
 def checks() -> list[tuple[str, bool, str]]:
     rows = [("ffmpeg", *_ffmpeg()), ("GPU", *_gpu()),
             ("dlib", *_module("dlib", "dlib-bin", "not importable: reinstall with install.sh")),
@@ -70,6 +89,7 @@ def checks() -> list[tuple[str, bool, str]]:
                                                  "missing: reinstall with install.sh")),
             ("onnxruntime (CenterFace)", *_module("onnxruntime", "onnxruntime", "missing: reinstall with install.sh")),
             ("py-feat (AU)", *_pyfeat()),
+            *_expression_models(),
             ("Ray (deid batch --executor ray)", *_module("ray", "ray", "not installed: pip install -e '.[ray]'")),
             ("Chromium", *_chromium())]
     return rows

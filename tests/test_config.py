@@ -54,7 +54,7 @@ def test_unknown_top_level_key(tmp_path):
     ("device: gpu\n", "device must be one of auto, cpu, cuda"),
     ("extract:\n  every: 0\n", "extract.every must be in 1..100000"),
     ("extract: 3\n", "extract must be a mapping"),
-    ("evaluate:\n  metrics: [landmark_nme, psnr]\n", "evaluate.metrics must be one of landmark_nme, face_ssim; got 'psnr'"),
+    ("evaluate:\n  metrics: [landmark_nme, psnr]\n", "evaluate.metrics must be one of landmark_nme, face_ssim, 3dmm; got 'psnr'"),
     ("evaluate:\n  metrics: face_ssim\n", "evaluate.metrics must be a list"),
 ])
 def test_mistyped_values_name_the_key(tmp_path, text, key):
@@ -148,6 +148,7 @@ def test_pipeline_yaml_and_the_readme_name_every_registered_plugin():
     import re
 
     from models.detectors import DETECTORS
+    from models.search import SEARCHES
     from models.swap import FAMILIES
     from reports.au_source import AU_SOURCES
     from reports.metrics import METRICS
@@ -168,10 +169,11 @@ def test_pipeline_yaml_and_the_readme_name_every_registered_plugin():
     for key, flag, registry in (("extract.detector", "--detector", DETECTORS), ("train.model", "--model", FAMILIES),
                                 ("convert.color", "--color", COLOURS), ("convert.mask", "--mask", MASKS),
                                 ("evaluate.au", "--au", AU_SOURCES), ("evaluate.metrics", "--metric", METRICS),
-                                ("evaluate.detector", None, DETECTORS)):
+                                ("evaluate.detector", None, DETECTORS), ("protect.search", "--search", SEARCHES),
+                                ("protect.checker", "--checker", SEARCHES)):
         comment = yaml_lines[key].split("#", 1)[1]
         for name in registry.names():
             assert re.search(rf"\b{re.escape(name)}\b", comment), f"pipeline.yaml {key}: {name} not documented"
         if flag:
-            synopsis = re.search(rf"\[{flag} ([\w|-]+)\]", readme)
+            synopsis = re.search(rf"\[{flag} ([\w|+-]+)\]", readme)
             assert synopsis and set(synopsis.group(1).split("|")) == set(registry.names()), (flag, synopsis)
