@@ -77,6 +77,11 @@ def _expression_models() -> list[tuple[str, bool, str]]:
     reason = tddfa_unavailable()
     rows.append(("3DDFA_V2 3DMM expression and pose (--metric 3dmm)", reason is None,
                  reason or "shipped in models/weights/, runs offline"))
+    from models.second_recogniser import load as load_sface
+
+    _, reason = load_sface()
+    rows.append(("SFace (evaluate's second recogniser)", reason is None,
+                 reason or "shipped in models/weights/, runs offline"))
     rows.append(("YuNet (--search yunet)", YUNET.is_file(), "shipped in models/weights/" if YUNET.is_file()
                  else f"{YUNET} is missing: restore it from the repository"))
     return rows

@@ -237,12 +237,14 @@ def recogniser_caveats(config: PipelineConfig) -> tuple[str, ...]:
         return ()
     return (f"the swap model was trained against the recogniser these identity scores use "
             f"(train.identity_weight={config.train.identity_weight:g}): SW-OR, SW-SW, the re-identification "
-            f"count and the parrot attack are optimistic for it; confirm with another recogniser",)
+            f"count and the parrot attack are optimistic for it; the verdict's identity findings rest on SFace, "
+            f"which training never uses",)
 
 
 def evaluate_spec(key: str, original: Path, swapped: Path, references: tuple[Path, Path], out_dir: Path,
                   config: PipelineConfig, progress: bool = True, name: str | None = None,
-                  needs: tuple[str, ...] = ()) -> StageSpec:
+                  needs: tuple[str, ...] = (), model_dir: Path | None = None) -> StageSpec:
+    from stages.donor_coverage import coverage_caveats
     from stages.evaluate import evaluate
 
     return StageSpec(
@@ -252,7 +254,11 @@ def evaluate_spec(key: str, original: Path, swapped: Path, references: tuple[Pat
         outputs=[out_dir / "reports" / "summary.json", out_dir / "reports" / "report.html"],
         run=lambda: evaluate(original, swapped, references[0], references[1], out_dir, config.evaluate,
                              progress=progress, name=name, allow_damaged=config.allow_damaged,
-                             device=config.device, caveats=recogniser_caveats(config)).as_json(),
+                             device=config.device,
+                             trained_against_recogniser=bool(config.train.identity_weight),
+                             # read when evaluate runs: train wrote the model's coverage.json by then
+                             caveats=recogniser_caveats(config)
+                             + (coverage_caveats(model_dir) if model_dir is not None else ())).as_json(),
         needs=needs,
         code=("stages.evaluate", "stages.references", "stages.convert", "stages.train", "stages.clean",
               "stages.extract"),
@@ -299,7 +305,7 @@ def plan(config: PipelineConfig, progress: bool = True, shared: Path | None = No
     specs += picks
     specs.append(evaluate_spec("evaluate", pair.convert.video, pair.swapped, (ref_target, ref_donor),
                                pair.evaluate_dir, config, progress, name=config.pair,
-                               needs=("convert", *(p.key for p in picks))))
+                               needs=("convert", *(p.key for p in picks)), model_dir=pair.model_dir))
     return pair, specs
 
 

@@ -1,8 +1,9 @@
 """`deid compare`: one table across evaluated runs (tools, baselines, pairs), like the study.
 
 Each input is a `deid evaluate` output folder (or its `reports/` sub-folder, or a summary.json). Outputs:
-<stem>.csv and <stem>.md (one row per run: the verdict, the four comparisons, re-identification, donor
-match, AU scores, the calibrated landmark expression measure's headline, geometry PCC, pose), and a self-contained <stem>.html with the same table, the
+<stem>.csv and <stem>.md (one row per run: the verdict, the four comparisons, re-identification and donor
+match by dlib's recogniser and again by SFace, the one no training uses (a dlib cell ends "(training
+recogniser)" when the swap model was trained against dlib), AU scores, the calibrated landmark expression measure's headline, geometry PCC, pose), and a self-contained <stem>.html with the same table, the
 study's figure (per run, box plots of OR-OR, OR-SW, SW-OR and SW-SW side by side, read from each run's
 identity.csv) and a per-AU PCC/RMSE table across runs when AU was computed.
 """
@@ -22,7 +23,8 @@ from reports.expression import headline
 from reports.identity import COMPARISONS
 from reports.summary import EvaluationSummary
 
-COLUMNS = ["name", "verdict", "OR-OR", "OR-SW", "SW-OR", "SW-SW", "re-id rate", "donor match", "no-face share",
+COLUMNS = ["name", "verdict", "OR-OR", "OR-SW", "SW-OR", "SW-SW", "re-id rate", "donor match", "SFace SW-OR",
+           "SFace SW-SW", "re-id rate (SFace)", "donor match (SFace)", "no-face share",
            "parrot re-id rate", "AU PCC", "AU RMSE", "AU source", "landmark expression", "geometry PCC", "pose MAE (deg)", "frames"]
 
 
@@ -46,14 +48,29 @@ def _pct(value: Any) -> str:
     return "n/a" if value is None else f"{100 * value:.1f} %"
 
 
+def _second_cells(summary: EvaluationSummary) -> dict[str, str]:
+    """The SFace columns: its cosine similarities, re-id rate and donor match; why not where it did not run."""
+    second = summary.second
+    if not second.get("available"):
+        missing = "not measured" if not second else f"unavailable ({second.get('reason', '?')})"
+        return {"SFace SW-OR": "n/a", "SFace SW-SW": "n/a", "re-id rate (SFace)": missing,
+                "donor match (SFace)": missing}
+    comparisons = second.get("comparisons", {})
+    return {"SFace SW-OR": _pm(comparisons.get("SW-OR")), "SFace SW-SW": _pm(comparisons.get("SW-SW")),
+            "re-id rate (SFace)": _pct(second.get("reidentification", {}).get("reid_rate")),
+            "donor match (SFace)": _pct(second.get("donor", {}).get("share"))}
+
+
 def row_for(summary: EvaluationSummary, name: str) -> dict:
     reid, au, geo, parrot = summary.reidentification, summary.au, summary.geometry, summary.parrot
+    trained = " (training recogniser)" if summary.identity.get("trained_against") else ""
     return {
         "name": name,
         "verdict": f"{summary.verdict.level.upper()}: {summary.verdict.text}",
         **{c: _pm(summary.comparison(c)) for c in COMPARISONS},
-        "re-id rate": _pct(reid.get("reid_rate")),
-        "donor match": _pct(summary.identity.get("donor", {}).get("share")),
+        "re-id rate": _pct(reid.get("reid_rate")) + trained,
+        "donor match": _pct(summary.identity.get("donor", {}).get("share")) + trained,
+        **_second_cells(summary),
         "no-face share": _pct(reid.get("no_face_share")),
         "parrot re-id rate": _pct(parrot.get("reid_rate")) if parrot.get("applied") else "-",
         "AU PCC": _pm(au, "pcc_mean", "pcc_sd") if au.get("computed") else "n/a",
@@ -156,5 +173,9 @@ def to_html(table: pd.DataFrame, extra_html: str = "", figure: str = "", au: str
             "<p>Distances: face_recognition (dlib ResNet, 128-d); below 0.6 = same person. OR-OR: original vs "
             "the original's photo; OR-SW: original vs the donor's; SW-OR: swapped vs the original's (higher = "
             "identity hidden); SW-SW: swapped vs the donor's (lower = looks like the donor). Re-id rate: share "
-            "of sampled frames within the threshold of the original person.</p>"
+            "of sampled frames within the threshold of the original person. SFace columns: the same faces by "
+            "SFace (OpenCV Zoo, never used in training), cosine similarity, at or above 0.363 = same person "
+            "(higher = more alike: a hidden identity has a low SFace SW-OR, a convincing swap a high SFace "
+            "SW-SW). A dlib cell marked \"training recogniser\": the swap model was trained against dlib, so "
+            "the verdict rests on SFace.</p>"
             f"{figure}{au}{extra_html}</body></html>\n")

@@ -52,11 +52,44 @@ def _identity(summary: EvaluationSummary, images: dict[str, bytes]) -> str:
             f"frames with a face); swapped face matches the donor in {_pct(donor.get('share'))} of frames where the "
             f"original shows a face; no face found in {_pct(ident['no_face_share_swapped'])} of swapped and "
             f"{_pct(ident['no_face_share_original'])} of original frames.</p>"
+            + _recognisers(summary)
             + h.table_html(stats, ["comparison", "n", "mean", "sd", "median", "q1", "q3"])
             + "<p class=\"note\">OR-OR: original vs original's photo (should be low); OR-SW: original vs donor "
               "(high); SW-OR: swapped vs original's photo (high = identity hidden); SW-SW: swapped vs donor "
               "(low = looks like the donor).</p>"
             + h.image_html(images["identity_boxplot.png"], "identity distances"))
+
+
+def _recognisers(summary: EvaluationSummary) -> str:
+    """Both recognisers side by side: which one the verdict rests on, and their re-id and donor numbers."""
+    ident, second = summary.identity, summary.second
+    trained = ident.get("trained_against")
+    first_role = ("the training recogniser: the swap model was trained against it, its numbers are shown, not "
+                  "judged" if trained else "judges")
+    rows = [{"recogniser": summary.recogniser, "role": first_role, "same person": f"distance < {summary.threshold:g}",
+             "SW-OR mean": summary.comparison("SW-OR").get("mean"),
+             "SW-SW mean": summary.comparison("SW-SW").get("mean"),
+             "re-id rate": _pct(summary.reidentification.get("reid_rate")),
+             "donor match": _pct(ident.get("donor", {}).get("share"))}]
+    if second.get("available"):
+        comparisons = second.get("comparisons", {})
+        rows.append({"recogniser": second.get("recogniser"), "role": "judges (never used in training)",
+                     "same person": f"cosine similarity >= {second['threshold']:g}",
+                     "SW-OR mean": comparisons.get("SW-OR", {}).get("mean"),
+                     "SW-SW mean": comparisons.get("SW-SW", {}).get("mean"),
+                     "re-id rate": _pct(second.get("reidentification", {}).get("reid_rate")),
+                     "donor match": _pct(second.get("donor", {}).get("share"))})
+        note = ("SFace scores cosine similarity: higher = more alike, so a hidden identity has a low SW-OR and a "
+                "convincing swap a high SW-SW (the opposite of dlib's distances). Per-frame values: identity.csv, "
+                "columns sface_*.")
+    else:
+        reason = second.get("reason") or "not measured (a summary from an older deid)"
+        note = (f"The second recogniser is unavailable: {h.fmt(reason)}. The identity findings rest on one "
+                "recogniser only.")
+    columns = ["recogniser", "role", "same person", "SW-OR mean", "SW-SW mean", "re-id rate", "donor match"]
+    return ("<h3>Two recognisers</h3>" + h.table_html(rows, columns) + f"<p class=\"note\">{note} The verdict "
+            "calls the swap the donor only when every judging recogniser reaches the bar, and hidden only when "
+            "none re-identifies the original person.</p>")
 
 
 def _parrot(summary: EvaluationSummary) -> str:

@@ -1,13 +1,18 @@
 """Identity scores: the study's four comparisons, re-identification rate, and gallery identification.
 
-Distances are Euclidean between face_recognition's 128-d embeddings (below the threshold, 0.6, the
-recogniser says "same person"). A frame without a face has no distance (NaN): it is counted in the
-no-face share and, for the verdict, as a frame where the identity is not recognised.
+Two recognisers score the same faces (the same landmarks, so the same frames have a face):
+- dlib's face_recognition ResNet: Euclidean distance between 128-d embeddings, "same person" below the
+  threshold (0.6). Its columns are the bare comparison names (OR-OR, OR-SW, SW-OR, SW-SW). deid's
+  identity training term trains against this one.
+- SFace (models/second_recogniser.py), which training never uses: cosine similarity, "same person" at or
+  above 0.363 (higher = more alike). Its columns carry the prefix `sface_` (sface_SW-OR, ...).
+A frame without a face has no score (NaN): it is counted in the no-face share and, for the verdict, as a
+frame where the identity is not recognised.
 """
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Callable, Sequence
+from typing import Any, Callable, Sequence
 
 import numpy as np
 import pandas as pd
@@ -15,6 +20,7 @@ import pandas as pd
 from pipeline.errors import DeidError
 
 COMPARISONS = ("OR-OR", "OR-SW", "SW-OR", "SW-SW")
+SECOND_PREFIX = "sface_"  # identity.csv columns of the second recogniser's cosine similarities
 _IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp")
 
 
@@ -48,16 +54,52 @@ def describe(values: np.ndarray) -> dict:
             "median": float(med), "q1": float(q1), "q3": float(q3), "min": float(v.min()), "max": float(v.max())}
 
 
-def comparison_stats(table: pd.DataFrame) -> dict:
-    return {name: describe(table[name].to_numpy()) for name in COMPARISONS}
+def comparison_stats(table: pd.DataFrame, prefix: str = "") -> dict:
+    """describe() of each comparison; `prefix` picks the second recogniser's columns."""
+    return {name: describe(table[prefix + name].to_numpy()) for name in COMPARISONS}
 
 
-def reidentification(table: pd.DataFrame, threshold: float, column: str = "SW-OR", max_times: int = 20) -> dict:
-    """How many swapped frames the recogniser still matches to the original person, and when."""
+def second_recogniser_summary(table: pd.DataFrame, recogniser: Any, max_times: int = 20,
+                              prefix: str = SECOND_PREFIX) -> dict:
+    """summary.json's identity.second: the second recogniser's comparisons, re-identification and donor
+    match, with its name, metric and threshold. `recogniser`: models.second_recogniser.SFace (or anything
+    with name, short, metric, threshold)."""
+    threshold = float(recogniser.threshold)
+    return {"available": True, "recogniser": recogniser.name, "short": recogniser.short, "metric": recogniser.metric,
+            "threshold": threshold, "higher_is_same": True, "comparisons": comparison_stats(table, prefix),
+            "reidentification": reidentification(table, threshold, prefix + "SW-OR", max_times, higher_is_same=True),
+            "donor": donor_match(table, threshold, prefix + "SW-SW", higher_is_same=True)}
+
+
+def _same(values: np.ndarray, threshold: float, higher_is_same: bool) -> np.ndarray:
+    """Where a score says "the same person": a distance below, or a similarity at or above, the threshold."""
+    v = np.asarray(values, float)
+    with np.errstate(invalid="ignore"):
+        return np.isfinite(v) & ((v >= threshold) if higher_is_same else (v < threshold))
+
+
+def add_similarities(table: pd.DataFrame, original: np.ndarray, swapped: np.ndarray, ref_original: np.ndarray,
+                     ref_donor: np.ndarray, prefix: str = SECOND_PREFIX) -> pd.DataFrame:
+    """The four comparisons again as cosine similarities of a second recogniser's features, as `prefix`
+    columns of the same per-frame table (NaN where no face)."""
+    from models.second_recogniser import cosine_similarity
+
+    out = table.copy()
+    for name, features, reference in (("OR-OR", original, ref_original), ("OR-SW", original, ref_donor),
+                                      ("SW-OR", swapped, ref_original), ("SW-SW", swapped, ref_donor)):
+        out[prefix + name] = cosine_similarity(features, reference)
+    return out
+
+
+def reidentification(table: pd.DataFrame, threshold: float, column: str = "SW-OR", max_times: int = 20,
+                     higher_is_same: bool = False) -> dict:
+    """How many swapped frames the recogniser still matches to the original person, and when.
+
+    `higher_is_same`: the column is a similarity (SFace), not a distance (dlib)."""
     sampled = int(len(table))
     distances = table[column].to_numpy(float)
     face = np.isfinite(distances)
-    hit = face & (distances < threshold)
+    hit = _same(distances, threshold, higher_is_same)
     hits = table[hit]
     times = [format_time(t) if np.isfinite(t) else f"frame {int(f)}" for f, t in zip(hits["frame"], hits["time_s"])]
     return {
@@ -136,12 +178,11 @@ def match_gallery_name(gallery: dict[str, np.ndarray], reference: np.ndarray, th
     return best if best_d < threshold else None
 
 
-def donor_match(table: pd.DataFrame, threshold: float) -> dict:
+def donor_match(table: pd.DataFrame, threshold: float, column: str = "SW-SW", higher_is_same: bool = False) -> dict:
     """In the frames where the original shows a face, how often the swapped face matches the donor's photo.
 
     A swapped frame without a face counts as not matching: a swap that loses the face is not a swap."""
     with_face = table["face_original"].to_numpy(bool)
-    sw_sw = table["SW-SW"].to_numpy(float)[with_face]
-    matched = int(np.sum(np.isfinite(sw_sw) & (sw_sw < threshold)))
+    matched = int(np.sum(_same(table[column].to_numpy(float)[with_face], threshold, higher_is_same)))
     frames = int(with_face.sum())
     return {"frames": frames, "frames_matching_donor": matched, "share": matched / frames if frames else None}

@@ -34,7 +34,10 @@ class EvaluationSummary:
     fps: float | None
     threshold: float
     verdict: Verdict
-    identity: dict[str, Any]     # comparisons (OR-OR, OR-SW, SW-OR, SW-SW stats), reidentification, donor, no-face shares
+    # comparisons (OR-OR, OR-SW, SW-OR, SW-SW stats), reidentification, donor, no-face shares (all dlib's);
+    # second: the same by SFace (reports.identity.second_recogniser_summary, or available False and why);
+    # trained_against: "dlib" when the swap model was trained against it, else None
+    identity: dict[str, Any]
     parrot: dict[str, Any]
     geometry: dict[str, Any]
     au: dict[str, Any]
@@ -54,6 +57,11 @@ class EvaluationSummary:
     @property
     def reidentification(self) -> dict[str, Any]:
         return self.identity.get("reidentification", {})
+
+    @property
+    def second(self) -> dict[str, Any]:
+        """The second recogniser's identity numbers; {} in a summary written before it existed."""
+        return self.identity.get("second") or {}
 
     def comparison(self, name: str) -> dict[str, Any]:
         """Statistics of one comparison (OR-OR, OR-SW, SW-OR, SW-SW): n, mean, sd, median, q1, q3, min, max."""

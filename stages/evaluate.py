@@ -8,11 +8,13 @@ tool. The stage reads top to bottom:
            is never sampled: it would count one expression twice);
   analyse  stream both videos side by side, in batches: the largest face per frame (detection on a
            reduced copy, on the GPU when there is one; 68 landmarks and the 128-d face_recognition
-           embedding at full size), AU intensities by py-feat batch by batch, a few frames kept for the
+           embedding at full size, and the same face through SFace, the second recogniser that no
+           training uses: models/second_recogniser.py), AU intensities by py-feat batch by batch, a few frames kept for the
            parrot attack and for the report's pictures; memory is bounded by the batch, not the sample;
            a few sampled original frames also go through a libx264 crf 23 re-encode and are landmarked
            again: the re-encode noise that calibrates the expression measure;
-  score    the study's four identity comparisons and re-identification, the parrot attack, the gallery,
+  score    the study's four identity comparisons, re-identification and donor match by both recognisers,
+           the parrot attack, the gallery,
            expression geometry and pose, the calibrated expression measure (reports/expression.py), AU
            preservation, and the three-axis verdict (reports/verdict.py);
   write    `<out_dir>/reports/`: identity.csv, geometry.csv, geometry_preservation.csv, expression.csv, au_*.csv,
@@ -35,6 +37,7 @@ import numpy as np
 import pandas as pd
 
 from models.device import resolve_device
+from models import second_recogniser
 from models.face_identity import FaceIdentity
 from pipeline.atomic import write_bytes, write_json, write_text
 from pipeline.errors import DeidError, MediaError
@@ -46,11 +49,12 @@ from reports.evaluate_html import render_html
 from reports.gallery import gallery_identification
 from reports.expression import ExpressionBars, expression_preservation, ratio_table, reencode_noise
 from reports.geometry import POSE, geometry_preservation, geometry_table
-from reports.identity import comparison_stats, donor_match, identity_frame_table, reidentification
+from reports.identity import (add_similarities, comparison_stats, donor_match, identity_frame_table,
+                              reidentification, second_recogniser_summary)
 from reports.metrics import MetricSet, Sample, make_metrics
 from reports.parrot import ParrotEvidence, is_flat, parrot_attack, parrot_explanation
 from reports.summary import EvaluationSummary
-from reports.verdict import Bars, judge
+from reports.verdict import FIRST, Bars, judge
 from stages.evaluate_config import EvaluateConfig
 from stages.media import MediaInfo, iter_frames, probe, read_image_rgb
 from stages.progress import progress_bar
@@ -62,6 +66,9 @@ STRIP_FRAMES = 5  # frames in the report's picture: the closest to the original 
 THUMB_SIDE = 160
 NOISE_CRF = 23  # the re-encode whose landmark noise calibrates the expression measure (a common delivery quality)
 REPEAT_LEVEL = 2  # grey levels: a frame whose 64x64 thumbnail differs from the previous one by no more is a repeat
+# The phrase pipeline/workflow.py's recogniser_caveats uses: a caller that passes it says the model was
+# trained against dlib, for callers that do not yet pass `trained_against_recogniser`.
+TRAINED_CAVEAT = "trained against the recogniser"
 
 
 def sample_frames(total: int, count: int, seed: int) -> np.ndarray:
@@ -93,11 +100,14 @@ def distinct_frames(info: MediaInfo, total: int) -> np.ndarray:
 
 def evaluate(original: Path, swapped: Path, ref_original: Path, ref_donor: Path, out_dir: Path,
              config: EvaluateConfig, progress: bool = True, name: str | None = None,
-             allow_damaged: bool = False, device: str = "auto", caveats: Sequence[str] = ()) -> EvaluationSummary:
+             allow_damaged: bool = False, device: str = "auto", caveats: Sequence[str] = (),
+             trained_against_recogniser: bool | None = None) -> EvaluationSummary:
     """Score a swapped video against its original; write `<out_dir>/reports/`; return the summary.
 
     `caveats`: what the caller knows that weakens these numbers (a model trained against the recogniser),
-    reported first among the notes."""
+    reported first among the notes. `trained_against_recogniser`: the swap model was trained with the
+    identity term (against dlib's ResNet), so the verdict's identity findings rest on SFace; None: inferred
+    from a caveat that says so."""
     started = time.perf_counter()
     original, swapped, out_dir = Path(original), Path(swapped), Path(out_dir)
     info_o, info_s = probe(original, allow_damaged), probe(swapped, allow_damaged)
@@ -122,6 +132,17 @@ def evaluate(original: Path, swapped: Path, ref_original: Path, ref_donor: Path,
     dev = resolve_device(device)
     analyser = FaceIdentity(dev, config.min_face_size, config.detect_side, config.detector)
     refs = {key: _reference(analyser, Path(path)) for key, path in (("original", ref_original), ("donor", ref_donor))}
+    if trained_against_recogniser is None:
+        trained_against_recogniser = any(TRAINED_CAVEAT in c for c in caveats)
+    sface, sface_missing = second_recogniser.load()
+    if sface is None:
+        notes.append(f"the second recogniser ({second_recogniser.SHORT}) is unavailable ({sface_missing}): the "
+                     f"identity findings rest on {FIRST} alone")
+    elif trained_against_recogniser:
+        notes.append(f"the swap model was trained against {FIRST}: the verdict's identity findings rest on "
+                     f"{second_recogniser.SHORT}, which training never uses; {FIRST}'s numbers are shown as the "
+                     "training recogniser's")
+    second_refs = {} if sface is None else {key: sface.embed(image, lm) for key, (image, lm, _) in refs.items()}
     au = AuSource(config, str(dev))
     if config.au == "pyfeat" and not au.streaming:
         # The CLI said so at the start of evaluate/run/batch (one line); the report and summary say it again.
@@ -132,7 +153,7 @@ def evaluate(original: Path, swapped: Path, ref_original: Path, ref_donor: Path,
     with tempfile.TemporaryDirectory(prefix="deid-reencode-") as scratch:
         copy = ReencodeCopy(Path(scratch) / "reencoded.mp4", info_o, indices, config.noise_frames)
         try:
-            faces = _analyse(info_o, info_s, indices, analyser, refs, au, metrics, config, progress, copy)
+            faces = _analyse(info_o, info_s, indices, analyser, refs, au, metrics, config, progress, copy, sface)
         finally:
             copy.abort()  # an interrupted run leaves no encoder behind; a finished one has closed it
     identity_seconds = time.perf_counter() - t
@@ -149,7 +170,14 @@ def evaluate(original: Path, swapped: Path, ref_original: Path, ref_donor: Path,
     identity = {"comparisons": comparison_stats(table), "reidentification": reid,
                 "donor": donor_match(table, config.threshold),
                 "no_face_share_original": float((~table["face_original"]).mean()),
-                "no_face_share_swapped": float((~table["face_swapped"]).mean())}
+                "no_face_share_swapped": float((~table["face_swapped"]).mean()),
+                "trained_against": FIRST if trained_against_recogniser else None}
+    if sface is not None:
+        table = add_similarities(table, faces.second_o, faces.second_s, second_refs["original"], second_refs["donor"])
+        identity["second"] = second_recogniser_summary(table, sface, config.max_reid_times)
+    else:
+        identity["second"] = {"available": False, "recogniser": second_recogniser.NAME,
+                              "short": second_recogniser.SHORT, "reason": sface_missing}
     parrot = parrot_attack(config.parrot, faces.evidence, faces.embeddings_s, refs["original"][:2], analyser.embed)
     if parrot.get("applied"):
         table["parrot_SW-OR"] = parrot.pop("_distances")
@@ -172,7 +200,8 @@ def evaluate(original: Path, swapped: Path, ref_original: Path, ref_donor: Path,
     au_summary, au_o, au_s, au_table = au.result()
     measured = metrics.results()
     bars = Bars(config.threshold, config.donor_share, config.expression_pcc, config.pose_mae)
-    verdict = judge(reid, parrot, identity["donor"], geometry, au_summary, bars, expression)
+    verdict = judge(reid, parrot, identity["donor"], geometry, au_summary, bars, expression, identity["second"],
+                    bool(trained_against_recogniser))
 
     summary = EvaluationSummary(
         name=name or swapped.stem, original=str(original), swapped=str(swapped), ref_original=str(ref_original),
@@ -182,7 +211,8 @@ def evaluate(original: Path, swapped: Path, ref_original: Path, ref_donor: Path,
         metrics={name: {"description": description, **result.summary}
                  for name, (description, result) in measured.items()},
         damaged_input={str(i.path): i.damage for i in (info_o, info_s) if i.damage},
-        timings={"identity_s": round(identity_seconds, 3), "au_s": round(time.perf_counter() - t, 3),
+        timings={"identity_s": round(identity_seconds, 3), "second_recogniser_s": round(faces.second_seconds, 3),
+                 "au_s": round(time.perf_counter() - t, 3),
                  "frames_per_s": round(len(indices) / max(1e-9, identity_seconds), 3)},
         device=str(dev), version=deid_version(), commit=git_commit())
 
@@ -242,14 +272,18 @@ class _Analysis:
     sizes_o: list[tuple[int, int] | None] = field(default_factory=list)  # (width, height): the pose's camera
     sizes_s: list[tuple[int, int] | None] = field(default_factory=list)
     reencoded: dict[int, np.ndarray | None] = field(default_factory=dict)  # frame index -> landmarks of the re-encode
+    second_o: np.ndarray | None = None  # (n, 128) SFace features at the same landmarks; NaN rows: no face
+    second_s: np.ndarray | None = None
+    second_seconds: float = 0.0
 
 
 def _analyse(info_o: MediaInfo, info_s: MediaInfo, indices: np.ndarray, analyser: FaceIdentity, refs: dict,
              au: AuSource, metrics: MetricSet, config: EvaluateConfig, progress: bool,
-             copy: "ReencodeCopy") -> _Analysis:
+             copy: "ReencodeCopy", second: second_recogniser.SFace | None = None) -> _Analysis:
     n = len(indices)
     faces = _Analysis([None] * n, [None] * n, np.full((n, 128), np.nan, np.float32),
-                      np.full((n, 128), np.nan, np.float32), sizes_o=[None] * n, sizes_s=[None] * n)
+                      np.full((n, 128), np.nan, np.float32), sizes_o=[None] * n, sizes_s=[None] * n,
+                      second_o=np.full((n, 128), np.nan, np.float32), second_s=np.full((n, 128), np.nan, np.float32))
     ref_original = refs["original"][2]
     with progress_bar(n, "evaluate", "frame", progress) as bar:
         for batch in _paired_batches(info_o, info_s, indices, config.batch_size):
@@ -257,15 +291,23 @@ def _analyse(info_o: MediaInfo, info_s: MediaInfo, indices: np.ndarray, analyser
             present_s = [(p, i, fs) for p, i, _, fs in batch if fs is not None]
             faces.decoded_original += len(present_o)
             faces.decoded_swapped += len(present_s)
-            found = []  # (embeddings array, position, frame, landmarks): embedded below in one batch
-            for present, landmarks, embeddings in ((present_o, faces.landmarks_o, faces.embeddings_o),
-                                                   (present_s, faces.landmarks_s, faces.embeddings_s)):
+            found = []  # (embeddings array, SFace array, position, frame, landmarks): embedded below in one batch
+            for present, landmarks, embeddings, features in (
+                    (present_o, faces.landmarks_o, faces.embeddings_o, faces.second_o),
+                    (present_s, faces.landmarks_s, faces.embeddings_s, faces.second_s)):
                 for (pos, _, frame), lm in zip(present, analyser.largest_faces([f for _, _, f in present])):
                     if lm is not None:
                         landmarks[pos] = lm
-                        found.append((embeddings, pos, frame, lm))
-            for (embeddings, pos, _, _), vector in zip(found, analyser.embed_many([(f, lm) for _, _, f, lm in found])):
+                        found.append((embeddings, features, pos, frame, lm))
+            pairs = [(f, lm) for _, _, _, f, lm in found]
+            for (embeddings, _, pos, _, _), vector in zip(found, analyser.embed_many(pairs)):
                 embeddings[pos] = vector
+            if second is not None and found:
+                # The same landmarks, so both recognisers see exactly the same faces in the same frames.
+                t = time.perf_counter()
+                for (_, features, pos, _, _), vector in zip(found, second.embed_many(pairs)):
+                    features[pos] = vector
+                faces.second_seconds += time.perf_counter() - t
             for pos, index, fo, fs in batch:
                 faces.sizes_o[pos] = None if fo is None else (fo.shape[1], fo.shape[0])
                 faces.sizes_s[pos] = None if fs is None else (fs.shape[1], fs.shape[0])

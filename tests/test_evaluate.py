@@ -151,7 +151,7 @@ def test_more_metrics_see_an_untouched_face_and_a_blurred_one(self_run, blur_run
     """reports/metrics/ built-ins: the same video twice is NME 0 and SSIM 1; a blur keeps the landmarks
     roughly in place but not the pixels."""
     (out, same), (_, blurred) = self_run, blur_run
-    assert set(same.metrics) == {"landmark_nme", "face_ssim"}
+    assert set(same.metrics) == {"landmark_nme", "face_ssim", "3dmm"}
     assert same.metrics["landmark_nme"]["mean"] == 0.0 and same.metrics["face_ssim"]["mean"] == pytest.approx(1.0)
     assert same.metrics["face_ssim"]["n"] == FRAMES
     ssim = blurred.metrics["face_ssim"]
@@ -159,7 +159,7 @@ def test_more_metrics_see_an_untouched_face_and_a_blurred_one(self_run, blur_run
     nme = blurred.metrics["landmark_nme"]
     assert not nme["computed"] or nme["mean"] > 0.0  # no face found in the blur, or one whose points moved
     table = pd.read_csv(out / "reports" / "metrics.csv", index_col="frame")
-    assert list(table.columns) == ["landmark_nme", "face_ssim"] and len(table) == FRAMES
+    assert list(table.columns) == ["landmark_nme", "face_ssim", "3dmm"] and len(table) == FRAMES
     assert "More metrics" in (out / "reports" / "report.html").read_text()
 
 
@@ -233,8 +233,9 @@ def test_the_donor_face_with_the_original_motion_is_green(data_dir, tmp_path):
 
 
 def test_au_asked_but_unavailable_is_said_once_at_the_start(clips, tmp_path, capsys):
-    """py-feat is the default AU source; where it cannot run (not installed, or no weights here) the user
-    reads one line saying so and why, before the work, and gets the geometry score instead."""
+    """py-feat asked for where it cannot run (not installed, or no weights here): the user reads one line
+    saying so and why, before the work, and gets the landmark expression score instead. (The default,
+    `auto`, takes blendshapes there instead: tests/test_blendshapes.py.)"""
     from pipeline.cli import main
     from reports.pyfeat_au import unavailable
 
@@ -242,7 +243,7 @@ def test_au_asked_but_unavailable_is_said_once_at_the_start(clips, tmp_path, cap
         pytest.skip("py-feat and its weights are present on this machine: AU will be computed")
     code = main(["-q", "evaluate", "--original", str(clips["original"]), "--swapped", str(clips["original"]),
                  "--ref-original", str(clips["ref_original"]), "--ref-donor", str(clips["ref_donor"]),
-                 "-o", str(tmp_path / "ev"), "--frames", "2", "--parrot", "none", "--device", "cpu"])
+                 "-o", str(tmp_path / "ev"), "--frames", "2", "--parrot", "none", "--device", "cpu", "--au", "pyfeat"])
     assert code == 0
     lines = [line for line in capsys.readouterr().err.splitlines() if "AU will not be computed" in line]
     assert len(lines) == 1 and "py-feat" in lines[0], lines

@@ -67,7 +67,8 @@ def note_unavailable(configs: Sequence[EvaluateConfig]) -> None:
     (py-feat not installed, weights missing), so nobody learns it from the report at the end."""
     reasons = (AU_SOURCES.get(c.au, "evaluate.au").unavailable(c) for c in dict.fromkeys(configs))
     for reason in sorted({r for r in reasons if r}):
-        print(f"deid: note: AU will not be computed: {reason}; expression is scored from landmark geometry",
+        print(f"deid: note: AU will not be computed: {reason}; expression is scored from the landmark measure "
+              "(or use --au blendshapes)",
               file=sys.stderr)
 
 
