@@ -22,7 +22,7 @@ from stages.convert_inputs import Trained
 from stages.convert_plan import FramePlan, face_size, hull_box
 from stages.masks import FaceMask
 from stages.obfuscate import box_hull, box_region, face_region_mask, obfuscate
-from stages.train_data import frame_to_model
+from stages.train_data import frame_to_model, model_input
 
 
 @dataclass
@@ -68,8 +68,7 @@ class Swap:
         if not todo:
             return items
         trained, size = self._trained, self._trained.input_size
-        crops = [cv2.warpAffine(item.frame, frame_to_model(item.plan.target, size, trained.centering, trained.coverage),
-                                (size, size), flags=cv2.INTER_AREA, borderMode=cv2.BORDER_REPLICATE) for item in todo]
+        crops = [model_input(item.frame, item.plan.target, size, trained.centering, trained.coverage) for item in todo]
         x = torch.from_numpy(np.stack(crops)).to(trained.device).permute(0, 3, 1, 2).float().div_(255)
         rgb, mask = trained.model(x, "b")
         faces = (rgb.float().clamp(0, 1) * 255).round().byte().permute(0, 2, 3, 1).cpu().numpy()

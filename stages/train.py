@@ -50,6 +50,7 @@ from pipeline.atomic import write_image, write_text
 from pipeline.errors import ConfigError, DeidError
 from stages import checkpoint
 from stages.augment import AugmentSettings, Batch, augment, plain
+from stages.donor_coverage import check_donor_coverage, extreme_faces
 from stages.identity_loss import IdentityLoss
 from stages.progress import make_progress
 from stages.train_config import TrainConfig
@@ -100,10 +101,14 @@ def train(a_dir: Path, b_dir: Path, model_dir: Path, config: TrainConfig, device
                 raise DeidError(f"{faceset.label} {faceset.folder} has {len(faceset)} faces, fewer than the batch size "
                                 f"{batch_size} (--batch-size / train.batch_size); lower the batch size or extract "
                                 "more frames")
+        coverage = check_donor_coverage([r.landmarks for r in faces["a"].refs], [r.landmarks for r in faces["b"].refs],
+                                        model_dir)
         start_from = None
         if previous is None and config.init_from is not None:
             start_from = initial_weights(Path(config.init_from), frozen, faces["b"], torch_device)
         session = _open_session(model_dir, config, frozen, faces, batch_size, torch_device, previous, start_from)
+        session.state["donor_coverage"] = {"covered": coverage["covered"], "findings": coverage["findings"]}
+        session.preview_a = extreme_faces([r.landmarks for r in faces["a"].refs])
         start_iteration = session.iteration
         if start_iteration >= config.iterations:
             log.info("%s is already at iteration %d (target %d): nothing to train", model_dir, start_iteration,
@@ -177,6 +182,7 @@ class _Session:
     grad_norms: deque[float] = field(default_factory=lambda: deque(maxlen=NORM_HISTORY))
     identity_reference: dict[str, np.ndarray] | None = None
     last_preview: Path | None = None
+    preview_a: list[int] = field(default_factory=list)  # A's faces the previews show (mouth and eye extremes)
     last_identity: dict[str, float] | None = None
     face_identity: Any = None  # models.face_identity.FaceIdentity, loaded at the first identity check
     identity_loss: IdentityLoss | None = None  # the training term, when train.identity_weight > 0
@@ -485,10 +491,12 @@ def _finish(s: _Session, reason: str, start_iteration: int, seconds: float) -> N
 
 
 @torch.no_grad()
-def _swaps(s: _Session, side: str, count: int) -> tuple[Batch, dict[str, torch.Tensor]]:
-    """Unaugmented faces of one side and their reconstructions through both decoders."""
+def _swaps(s: _Session, side: str, count: int, index: torch.Tensor | None = None
+           ) -> tuple[Batch, dict[str, torch.Tensor]]:
+    """Unaugmented faces of one side (evenly spread, or `index`) and their reconstructions through both decoders."""
     faces = s.faces[side]
-    index = torch.linspace(0, len(faces) - 1, min(count, len(faces))).round().long()
+    if index is None:
+        index = torch.linspace(0, len(faces) - 1, min(count, len(faces))).round().long()
     batch = plain(faces.batch(index, s.device), s.frozen["input_size"], s.frozen["output_size"])
     s.model.eval()
     with torch.autocast(s.device.type, dtype=s.autocast, enabled=s.autocast is not None):
@@ -499,8 +507,10 @@ def _swaps(s: _Session, side: str, count: int) -> tuple[Batch, dict[str, torch.T
 
 def _preview(s: _Session) -> None:
     """previews/<iteration>.jpg: labelled columns A, A->A, A->B, B, B->B, B->A, one row per face, and the
-    last identity check's distances in the header."""
-    (a, a_out), (b, b_out) = _swaps(s, "a", PREVIEW_FACES), _swaps(s, "b", PREVIEW_FACES)
+    last identity check's distances in the header. A's rows are its faces with the widest and the most closed
+    mouth and eyes (stages/donor_coverage.extreme_faces): whether A->B follows them is what a preview must show."""
+    picked = torch.tensor(s.preview_a[:PREVIEW_FACES]) if s.preview_a else None
+    (a, a_out), (b, b_out) = _swaps(s, "a", PREVIEW_FACES, picked), _swaps(s, "b", PREVIEW_FACES)
     rows = min(len(a.target), len(b.target))
     columns = [a.target, a_out["a"], a_out["b"], b.target, b_out["b"], b_out["a"]]
     grid = torch.cat([torch.cat([c[:rows] for c in columns], dim=3)[i] for i in range(rows)], dim=1)
@@ -640,4 +650,5 @@ def _summary(s: _Session, start_iteration: int, reason: str, seconds: float) -> 
         "best_iteration": s.state.get("best_iteration"),
         "identity": s.last_identity,
         "preview": str(s.last_preview) if s.last_preview else None,
+        "donor_coverage": s.state.get("donor_coverage"),
     }

@@ -25,7 +25,7 @@ import cv2
 import numpy as np
 import torch
 
-from models.alignment import CENTERING, compose, face_matrix, hull_mask, invert, transform_points
+from models.alignment import CENTERING, compose, face_matrix, hull_mask, invert, resample, transform_points
 from pipeline.errors import DeidError
 from stages.alignments import FaceRef, load_alignments
 
@@ -53,6 +53,12 @@ def coverage_matrix(size: int, centering: str, coverage: float) -> np.ndarray:
 def frame_to_model(landmarks: np.ndarray, size: int, centering: str, coverage: float) -> np.ndarray:
     """Frame pixels -> pixels of the model's `size` px face square, for a face with these 68 landmarks."""
     return compose(coverage_matrix(size, centering, coverage), face_matrix(landmarks))
+
+
+def model_input(frame: np.ndarray, landmarks: np.ndarray, size: int, centering: str, coverage: float) -> np.ndarray:
+    """The model's `size` px input square of the face with these landmarks, cut from a whole frame by the
+    resampler every training crop goes through (convert's input, previews)."""
+    return resample(frame, frame_to_model(landmarks, size, centering, coverage), size)
 
 
 def window_size(input_size: int, output_size: int) -> int:
@@ -168,12 +174,12 @@ def read_face(ref: FaceRef, window: Window) -> np.ndarray:
         raise DeidError(f"{ref.image}: face image missing or unreadable; re-run the extract that wrote it")
     frame_to_window = compose(window.unit_matrix(), face_matrix(ref.landmarks))
     crop_to_window = compose(frame_to_window, invert(ref.matrix))
-    rgb = _resample(cv2.cvtColor(image, cv2.COLOR_BGR2RGB), crop_to_window, window.size, cv2.BORDER_REPLICATE)
+    rgb = resample(cv2.cvtColor(image, cv2.COLOR_BGR2RGB), crop_to_window, window.size, cv2.BORDER_REPLICATE)
     points = transform_points(ref.landmarks, frame_to_window)
     mask_path = ref.masks.get(window.mask)
     mask = cv2.imread(str(mask_path), cv2.IMREAD_GRAYSCALE) if mask_path is not None else None
     if mask is not None and mask.shape == image.shape[:2]:
-        mask = _resample(mask, crop_to_window, window.size, cv2.BORDER_CONSTANT)
+        mask = resample(mask, crop_to_window, window.size, cv2.BORDER_CONSTANT)
     else:
         mask = hull_mask(points, window.size, window.mask)  # the same hull extract draws, at window resolution
     eyes = np.zeros((window.size, window.size), np.uint8)
@@ -183,23 +189,6 @@ def read_face(ref: FaceRef, window: Window) -> np.ndarray:
         _fill_hull(eyes, points[part], eye_distance * 0.12)
     _fill_hull(mouth, points[MOUTH], eye_distance * 0.12)
     return np.concatenate([rgb.transpose(2, 0, 1), mask[None], eyes[None], mouth[None]])
-
-
-def _resample(image: np.ndarray, matrix: np.ndarray, size: int, border: int) -> np.ndarray:
-    """warpAffine with area averaging when shrinking (warpAffine alone would alias).
-
-    Crop and window are both axis-aligned views of the same aligned face, so the matrix is a uniform
-    scale plus a shift: shrink the whole crop with INTER_AREA first, then shift with bilinear.
-    """
-    scale = float(np.sqrt(abs(np.linalg.det(matrix[:, :2]))))
-    if scale < 1.0:
-        small = cv2.resize(image, None, fx=scale, fy=scale, interpolation=cv2.INTER_AREA)
-        s = small.shape[1] / image.shape[1]
-        # resize maps pixel centres: q = s * p + (s - 1) / 2, so p = (q - (s - 1) / 2) / s
-        shift = -(s - 1) / 2 / s
-        matrix = compose(matrix, np.array([[1 / s, 0, shift], [0, 1 / s, shift]]))
-        image = small
-    return cv2.warpAffine(image, matrix, (size, size), flags=cv2.INTER_LINEAR, borderMode=border)
 
 
 def _fill_hull(plane: np.ndarray, points: np.ndarray, grow: float) -> None:
