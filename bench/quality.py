@@ -2,15 +2,24 @@
 
     python -m bench.quality [--minutes 20] [--points 5] [--a VIDEO --b VIDEO] [--model original]
                             [--width 0] [--identity-weight 0] [--init-from MODEL_DIR] [--seed 0]
-                            [--device auto] [--work DIR] [--out bench/results/quality.json]
+                            [--clip-seconds 6] [--frames 0] [--device auto] [--work DIR]
+                            [--out bench/results/quality.json]
 
 At each point of the budget the model so far converts a fixed clip (the first `--clip-seconds` of A's
-video) and `deid evaluate` scores it against A's and B's reference frames (the first frame of each
-video): SW-OR (higher = A hidden), SW-SW (lower = looks like B), the share of frames re-identified as A,
-expression geometry PCC and pose MAE, and the training rate (images/s from loss.csv). The curve goes to
-the JSON and a PNG plot beside it. Default pair: the repository's talking_1.mp4 (A) and talking_2.mp4
-(B), two people talking to camera. Training time counts only the training; extraction, conversion and
-scoring are timed apart.
+video, every distinct frame scored by default) and `deid evaluate` scores it against A's and B's
+reference frames (the first frame of each video), with models the training never used where it can:
+- identity: SW-OR (higher = A hidden), SW-SW (lower = looks like B), re-identified share, donor match by
+  dlib (face_recognition) and by SFace, swapped frames without a face;
+- expression: the calibrated landmark measure's judgement and its mouth_open r / null band / gain
+  (reports/expression.py), 3DDFA_V2's expression error and pose error (`3dmm` metric), MediaPipe
+  blendshape AU PCC (mean over AUs); the old geometry PCC for comparison with earlier curves;
+- a frames picture per point (`<out stem>.point<k>.jpg`: original above, swap below, at A's mouth
+  extremes).
+Controls, scored once per run on the same clip: the clip re-encoded (libx264 crf 23) and frame 0 frozen
+over the whole clip; the goal asks for a 3DMM expression error at most half the frozen face's. The
+curve goes to the JSON and a PNG plot beside it. Default pair: the repository's talking_1.mp4 (A) and
+talking_2.mp4 (B). Training time counts only the training; extraction, conversion and scoring are timed
+apart.
 """
 from __future__ import annotations
 
@@ -53,29 +62,91 @@ def _images_per_s(model_dir: Path, since: int) -> float | None:
     return round(sorted(rates)[len(rates) // 2], 2) if rates else None
 
 
-def score_point(model_dir: Path, clip: Path, clip_faces: Path, ref_a: Path, ref_b: Path, work: Path,
-                device: str, frames: int) -> dict:
+def score_point(model_dir: Path | None, clip: Path, clip_faces: Path, ref_a: Path, ref_b: Path, work: Path,
+                device: str, frames: int, swapped: Path | None = None) -> dict:
+    """Convert `clip` with the model (or score a ready `swapped` video: the controls) and evaluate it."""
     from stages.convert import convert
-    from stages.evaluate import evaluate
-    from stages.evaluate_config import EvaluateConfig
     from stages.protect_config import ProtectConfig
 
-    out = work / "swapped.mp4"
-    # allow_leaks: a young model's swap may still be A; the point is to measure that, not to refuse it.
-    convert(clip, clip_faces, model_dir, out, ConvertConfig(), device=device, progress=False,
-            protect=ProtectConfig(min_face=40), allow_leaks=True)
-    for stale in work.glob("swapped.leaky.mp4"):
-        stale.replace(out)
-    summary = evaluate(clip, out, ref_a, ref_b, work / "evaluate", EvaluateConfig(frames=frames, au="none",
-                                                                                  parrot="none"),
-                       progress=False, device=device)
+    work.mkdir(parents=True, exist_ok=True)
+    out = swapped or work / "swapped.mp4"
+    if swapped is None:
+        # allow_leaks: a young model's swap may still be A; the point is to measure that, not to refuse it.
+        convert(clip, clip_faces, model_dir, out, ConvertConfig(), device=device, progress=False,
+                protect=ProtectConfig(min_face=40), allow_leaks=True)
+        for stale in work.glob("swapped.leaky.mp4"):
+            stale.replace(out)
+    return _scores(_evaluate(clip, out, ref_a, ref_b, work / "evaluate", device, frames))
+
+
+def _evaluate(clip: Path, swapped: Path, ref_a: Path, ref_b: Path, out: Path, device: str, frames: int):
+    from stages.evaluate import evaluate
+    from stages.evaluate_config import EvaluateConfig
+
+    config = EvaluateConfig(frames=frames or 10**6, au="blendshapes", parrot="none")
+    return evaluate(clip, swapped, ref_a, ref_b, out, config, progress=False, device=device)
+
+
+def _scores(summary) -> dict:
     sw_or, sw_sw = summary.comparison("SW-OR"), summary.comparison("SW-SW")
+    second = summary.identity.get("second") or {}
+    expression = summary.expression or {}
+    mouth = next((m for m in expression.get("measures", []) if m.get("measure") == "mouth_open"), {})
+    dmm = summary.metrics.get("3dmm", {})
     return {"SW-OR_mean": sw_or.get("mean"), "SW-OR_min": sw_or.get("min"), "SW-SW_mean": sw_sw.get("mean"),
             "donor_match": summary.identity.get("donor", {}).get("share"),
+            "donor_match_sface": (second.get("donor") or {}).get("share"),
             "reid_rate": summary.reidentification.get("reid_rate"),
+            "reid_rate_sface": (second.get("reidentification") or {}).get("reid_rate"),
             "no_face_swapped": summary.identity.get("no_face_share_swapped"),
+            "expression": expression.get("judgement"), "mouth_r": mouth.get("r"),
+            "mouth_null_high": mouth.get("null_high"), "mouth_gain": mouth.get("gain"),
+            "mouth_informative": mouth.get("informative"),
+            "expr_error_3dmm": dmm.get("mean"), "pcc_3dmm": dmm.get("pcc_mean"),
+            "pose_error_3dmm": dmm.get("pose_error_mean"),
+            "au_pcc_blendshapes": summary.au.get("pcc_mean") if summary.au.get("computed") else None,
             "geometry_pcc": summary.geometry.get("geometry_pcc_mean"), "pose_mae": summary.geometry.get("pose_mae"),
             "verdict": summary.verdict.level, "frames": summary.frames_sampled}
+
+
+def _controls(clip: Path, clip_faces: Path, ref_a: Path, ref_b: Path, work: Path, device: str, frames: int) -> dict:
+    """The clip re-encoded (what a perfect swap could score) and frame 0 frozen (no expression at all)."""
+    reencoded = work / "control_reencode.mp4"
+    subprocess.run(["ffmpeg", "-nostdin", "-v", "error", "-y", "-i", ffmpeg_path(clip), "-c:v", "libx264", "-crf",
+                    "23", "-an", ffmpeg_path(reencoded)], check=True)
+    frozen = work / "control_frozen.mp4"
+    info = probe(clip)
+    subprocess.run(["ffmpeg", "-nostdin", "-v", "error", "-y", "-i", ffmpeg_path(clip), "-vf",
+                    "select=eq(n\\,0),loop=loop=-1:size=1", "-frames:v", str(info.frames), "-r", str(info.fps),
+                    "-c:v", "libx264", "-crf", "18", "-an", ffmpeg_path(frozen)], check=True)
+    return {name: score_point(None, clip, clip_faces, ref_a, ref_b, work / f"control_{name}", device, frames, video)
+            for name, video in (("reencode", reencoded), ("frozen", frozen))}
+
+
+def frames_picture(clip: Path, swapped: Path, clip_faces: Path, out: Path, count: int = 4) -> None:
+    """Original above swap, at A's widest-open and most-closed mouth and eyes (extract landmarks of the clip)."""
+    import cv2
+    import numpy as np
+
+    from stages.alignments import load_alignments
+    from stages.donor_coverage import extreme_faces
+
+    refs = list(load_alignments(clip_faces).faces())
+    picks = sorted({refs[i].frame for i in extreme_faces([r.landmarks for r in refs])})[:count]
+    if not picks or not swapped.exists():
+        return
+    originals = dict((i, f) for i, f in iter_frames(probe(clip)) if i in picks)
+    swaps = dict((i, f) for i, f in iter_frames(probe(swapped)) if i in picks)
+    height = 256
+    columns = []
+    for i in picks:
+        pair = [cv2.resize(im, (round(im.shape[1] * height / im.shape[0]), height), interpolation=cv2.INTER_AREA)
+                for im in (originals[i], swaps[i])]
+        columns.append(np.concatenate(pair, axis=0))
+    image = np.concatenate(columns, axis=1)
+    ok, data = cv2.imencode(".jpg", cv2.cvtColor(image, cv2.COLOR_RGB2BGR), [cv2.IMWRITE_JPEG_QUALITY, 88])
+    if ok:
+        write_bytes(out, data.tobytes())
 
 
 def run(a: Path, b: Path, minutes: float, points: int, model: str, width: int, device: str, work: Path,
@@ -97,6 +168,9 @@ def run(a: Path, b: Path, minutes: float, points: int, model: str, width: int, d
     ref_a, ref_b = _reference(a, work / "ref_a.jpg"), _reference(b, work / "ref_b.jpg")
     model_dir = work / "model"
     shutil.rmtree(model_dir, ignore_errors=True)  # the bench's own scratch: every curve starts from iteration 0
+    start = time.perf_counter()
+    controls = _controls(clip, clip_faces, ref_a, ref_b, work, device, frames)
+    print(json.dumps({"controls": controls, "seconds": round(time.perf_counter() - start, 1)}), flush=True)
     curve, trained_s, iteration = [], 0.0, 0
     chunk = minutes / points
     for point in range(1, points + 1):
@@ -110,13 +184,15 @@ def run(a: Path, b: Path, minutes: float, points: int, model: str, width: int, d
         iteration = int(summary["iteration"])
         start = time.perf_counter()
         scores = score_point(model_dir, clip, clip_faces, ref_a, ref_b, work / f"point{point}", device, frames)
+        frames_picture(clip, work / f"point{point}" / "swapped.mp4", clip_faces, work / f"point{point}.jpg")
         curve.append({"point": point, "train_minutes": round(trained_s / 60, 2), "iteration": iteration,
                       "images_per_s": rate, **scores, "score_seconds": round(time.perf_counter() - start, 1)})
         print(json.dumps(curve[-1]), flush=True)
     state = json.loads((model_dir / "state.json").read_text())
     return {"pair": {"a": str(a), "b": str(b)}, "model": model, "frozen": state["frozen"],
             "identity_weight": identity_weight, "init_from": state.get("init_from"), "seed": seed,
-            "minutes": minutes, "points": points, "clip_seconds": clip_seconds, "frames": frames, "curve": curve}
+            "minutes": minutes, "points": points, "clip_seconds": clip_seconds, "frames": frames or "all distinct",
+            "controls": controls, "curve": curve}
 
 
 def plot(result: dict) -> bytes:
@@ -136,7 +212,9 @@ def plot(result: dict) -> bytes:
     ax1.set_xlabel("training minutes")
     ax1.set_ylabel("face_recognition distance")
     ax1.legend(fontsize=7)
-    ax2.plot(x, [p["geometry_pcc"] for p in curve], "o-", label="expression geometry PCC")
+    for key, label in (("mouth_r", "mouth_open r (landmark measure)"), ("pcc_3dmm", "3DMM expression PCC"),
+                       ("au_pcc_blendshapes", "blendshape AU PCC")):
+        ax2.plot(x, [p[key] if p[key] is not None else float("nan") for p in curve], "o-", label=label)
     ax2.axhline(0.5, color="grey", linestyle="--", linewidth=1, label="verdict bar 0.5")
     ax2.set_xlabel("training minutes")
     ax2.legend(fontsize=7)
@@ -163,8 +241,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--init-from", type=Path, default=None, help="train.init_from: a trained model folder")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--device", default="auto")
-    parser.add_argument("--clip-seconds", type=float, default=2.0)
-    parser.add_argument("--frames", type=int, default=20, help="frames evaluated per point")
+    parser.add_argument("--clip-seconds", type=float, default=6.0, help="seconds of A scored (default 6)")
+    parser.add_argument("--frames", type=int, default=0, help="frames evaluated per point (default 0: every distinct one)")
     parser.add_argument("--work", type=Path, default=ROOT / "bench" / "results" / "quality_work")
     parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "quality.json")
     args = parser.parse_args(argv)
