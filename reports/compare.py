@@ -3,9 +3,12 @@
 Each input is a `deid evaluate` output folder (or its `reports/` sub-folder, or a summary.json). Outputs:
 <stem>.csv and <stem>.md (one row per run: the verdict, the four comparisons, re-identification and donor
 match by dlib's recogniser and again by SFace, the one no training uses (a dlib cell ends "(training
-recogniser)" when the swap model was trained against dlib), AU scores, the calibrated landmark expression measure's headline, geometry PCC, pose), and a self-contained <stem>.html with the same table, the
-study's figure (per run, box plots of OR-OR, OR-SW, SW-OR and SW-SW side by side, read from each run's
-identity.csv) and a per-AU PCC/RMSE table across runs when AU was computed.
+recogniser)" when the swap model was trained against dlib), AU scores and their source, the calibrated
+landmark expression measure's headline, geometry PCC, pose, the 3DMM metric's expression error, coefficient
+PCC and pose error (reports/metrics/expression_3dmm.py), then one column per other metric plugin), and a
+self-contained <stem>.html with the same table, the study's figure (per run, box plots of OR-OR, OR-SW,
+SW-OR and SW-SW side by side, read from each run's identity.csv) and a per-AU PCC/RMSE table across runs
+when AU was computed.
 """
 from __future__ import annotations
 
@@ -25,7 +28,9 @@ from reports.summary import EvaluationSummary
 
 COLUMNS = ["name", "verdict", "OR-OR", "OR-SW", "SW-OR", "SW-SW", "re-id rate", "donor match", "SFace SW-OR",
            "SFace SW-SW", "re-id rate (SFace)", "donor match (SFace)", "no-face share",
-           "parrot re-id rate", "AU PCC", "AU RMSE", "AU source", "landmark expression", "geometry PCC", "pose MAE (deg)", "frames"]
+           "parrot re-id rate", "AU PCC", "AU RMSE", "AU source", "landmark expression", "geometry PCC",
+           "pose MAE (deg)", "3DMM expression error", "3DMM PCC", "3DMM pose error (deg)", "frames"]
+THREE_DMM = "3dmm"  # reports/metrics/expression_3dmm.py: its three columns above replace the generic one
 
 
 def find_summary(path: Path) -> Path:
@@ -61,6 +66,19 @@ def _second_cells(summary: EvaluationSummary) -> dict[str, str]:
             "donor match (SFace)": _pct(second.get("donor", {}).get("share"))}
 
 
+def _3dmm_cells(summary: EvaluationSummary) -> dict[str, str]:
+    """The 3DMM metric's headline numbers; n/a where it did not run (an older deid, --metric) or found no face."""
+    m = summary.metrics.get(THREE_DMM) or {}
+    computed = bool(m.get("computed"))
+
+    def number(key: str, digits: int) -> str:
+        value = m.get(key) if computed else None
+        return "n/a" if value is None else f"{value:.{digits}f}"
+
+    return {"3DMM expression error": number("mean", 3), "3DMM PCC": number("pcc_mean", 3),
+            "3DMM pose error (deg)": number("pose_error_mean", 2)}
+
+
 def row_for(summary: EvaluationSummary, name: str) -> dict:
     reid, au, geo, parrot = summary.reidentification, summary.au, summary.geometry, summary.parrot
     trained = " (training recogniser)" if summary.identity.get("trained_against") else ""
@@ -79,8 +97,10 @@ def row_for(summary: EvaluationSummary, name: str) -> dict:
         "landmark expression": headline(summary.expression) if summary.expression else "n/a",
         "geometry PCC": _pm(geo, "geometry_pcc_mean", "geometry_pcc_sd"),
         "pose MAE (deg)": "n/a" if geo.get("pose_mae") is None else f"{geo['pose_mae']:.2f}",
+        **_3dmm_cells(summary),
         "frames": reid.get("frames_sampled", "n/a"),
-        **{name: _pm(m) if m.get("computed") else "n/a" for name, m in summary.metrics.items()},
+        **{name: _pm(m) if m.get("computed") else "n/a" for name, m in summary.metrics.items()
+           if name != THREE_DMM},
     }
 
 
@@ -177,5 +197,10 @@ def to_html(table: pd.DataFrame, extra_html: str = "", figure: str = "", au: str
             "SFace (OpenCV Zoo, never used in training), cosine similarity, at or above 0.363 = same person "
             "(higher = more alike: a hidden identity has a low SFace SW-OR, a convincing swap a high SFace "
             "SW-SW). A dlib cell marked \"training recogniser\": the swap model was trained against dlib, so "
-            "the verdict rests on SFace.</p>"
+            "the verdict rests on SFace. AU source: where AU PCC and RMSE come from (compare AU numbers only "
+            "between runs of the same source: blendshape activations are 0..1, OpenFace intensities 0..5). 3DMM "
+            "columns (3DDFA_V2, never used in training): expression error, the mean L2 distance of the 10 "
+            "expression coefficients, swapped vs original, same frame (lower = expression kept); PCC, the mean "
+            "Pearson r of each coefficient over frames; pose error, the mean absolute yaw / pitch / roll "
+            "difference.</p>"
             f"{figure}{au}{extra_html}</body></html>\n")

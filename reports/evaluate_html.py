@@ -2,8 +2,13 @@
 over time), then the numbers behind each of the verdict's three questions."""
 from __future__ import annotations
 
+import html
+import math
+import sys
+
 import pandas as pd
 
+from pipeline.errors import DeidError
 from reports import html as h
 from reports.identity import COMPARISONS
 from reports.summary import EvaluationSummary
@@ -17,7 +22,8 @@ def render_html(summary: EvaluationSummary, table: pd.DataFrame, geo_table: pd.D
                 ("Parrot attack (naive obfuscation)", _parrot(summary))]
     if summary.gallery:
         sections.append(_gallery(summary))
-    sections += [("Expression: Action Units", _au(summary, au_table, images)),
+    sections += [(f"Expression: Action Units ({summary.au.get('source') or 'no source named'})",
+                  _au(summary, au_table, images)),
                  ("Expression: calibrated landmark measure", _expression(summary, expr_table)),
                  ("Expression and pose: landmark geometry", _geometry(summary, geo_table, images))]
     if summary.metrics:
@@ -114,16 +120,34 @@ def _gallery(summary: EvaluationSummary) -> tuple[str, str]:
 
 def _au(summary: EvaluationSummary, au_table: pd.DataFrame, images: dict[str, bytes]) -> str:
     au = summary.au
+    source = f"<p>AU source: {_au_source(au.get('source'))}.</p>"
     if not au.get("computed"):
-        return (f"<p>AU: not computed: {h.fmt(au.get('reason'))}. The calibrated landmark measure below carries "
-                "the expression score.</p>")
+        return (f"{source}<p>AU: not computed: {h.fmt(au.get('reason'))}. The calibrated landmark measure below "
+                "carries the expression score.</p>")
     undefined = ", ".join(au["pcc_undefined"]) or "none"
-    return (f"<p>Source: {h.fmt(au['source'])}; {au['alignment']['frames_paired']} frames paired. PCC "
+    return (f"{source}<p>{au['alignment']['frames_paired']} frames paired. PCC "
             f"{h.fmt(au['pcc_mean'])} ± {h.fmt(au['pcc_sd'])} over {au['pcc_n']} AUs (undefined for constant AUs: "
             f"{h.fmt(undefined)}); RMSE {h.fmt(au['rmse_mean'])} ± {h.fmt(au['rmse_sd'])}.</p>"
             + h.table_html(au_table.to_dict("records"), ["au", "pcc", "rmse", "frames"])
             + h.image_html(images["au_bars.png"], "AU PCC and RMSE")
             + h.image_html(images["au_timeseries.png"], "AU time series"))
+
+
+def _au_source(name: str | None) -> str:
+    """`<b>blendshapes</b>: Action Unit intensities from MediaPipe's 52 face blendshapes, ...`: the source's
+    name and what it is, from the first line of its plugin module's docstring (which starts `name: `); the
+    name alone for a summary naming a source this deid does not have."""
+    if not name:
+        return "not named (a summary from an older deid)"
+    try:
+        from reports.au_source import AU_SOURCES
+
+        module = sys.modules.get(AU_SOURCES.get(name).__module__)
+    except (DeidError, ImportError):  # an unknown or unloadable source must not cost the report: its name is enough
+        module = None
+    first = ((module.__doc__ if module else None) or "").strip().splitlines()[:1]
+    what = first[0][len(name) + 1:].strip().rstrip(".") if first and first[0].startswith(f"{name}:") else ""
+    return f"<b>{h.fmt(name)}</b>" + (f": {h.fmt(what)}" if what else "")
 
 
 def _expression(summary: EvaluationSummary, expr_table: pd.DataFrame | None) -> str:
@@ -171,13 +195,48 @@ def _inputs(summary: EvaluationSummary) -> str:
             + (f"<ul>{damaged}{notes}</ul>" if notes or damaged else ""))
 
 
+# The summary keys every metric has (reports/metrics.summarise) and those the table shows in columns already.
+_METRIC_COLUMNS = ("n", "mean", "median", "min", "max")
+_METRIC_HIDDEN = {"computed", "reason", "description", *_METRIC_COLUMNS}
+
+
 def _metrics(summary: EvaluationSummary) -> str:
-    rows = [{"metric": name, "measures": m.get("description", ""),
-             **({k: m.get(k) for k in ("n", "mean", "median", "min", "max")} if m.get("computed")
-                else {"n": m.get("n", 0), "mean": f"not computed: {m.get('reason', '')}"})}
-            for name, m in summary.metrics.items()]
-    return (h.table_html(rows, ["metric", "measures", "n", "mean", "median", "min", "max"])
+    """One row per metric plugin: n/mean/median/min/max, then whatever else its summary carries (pose error,
+    PCC mean, model, ...) as one `details` cell, and each dict it carries (per-coefficient PCC) as a line."""
+    rows, lines = [], []
+    for name, m in summary.metrics.items():
+        row = ({k: m.get(k) for k in _METRIC_COLUMNS} if m.get("computed")
+               else {"n": m.get("n", 0), "mean": f"not computed: {m.get('reason', '')}"})
+        rows.append({"metric": name, "measures": m.get("description", ""), **row, "details": _metric_extras(m)})
+        lines += [_metric_dict_line(name, key, value, m) for key, value in m.items()
+                  if key not in _METRIC_HIDDEN and isinstance(value, dict) and value]
+    lines_html = "".join(f"<p>{line}</p>" for line in lines)
+    return (h.table_html(rows, ["metric", "measures", *_METRIC_COLUMNS, "details"]) + lines_html
             + "<p class=\"note\">Per-frame values: metrics.csv. These do not enter the verdict.</p>")
+
+
+def _metric_extras(m: dict) -> str:
+    """A metric's extra scalar summary keys as `key value; ...` (dicts get their own line, lists none)."""
+    return "; ".join(f"{key.replace('_', ' ')} {_plain(value)}" for key, value in m.items()
+                     if key not in _METRIC_HIDDEN and (value is None or isinstance(value, (str, int, float))))
+
+
+def _metric_dict_line(name: str, key: str, values: dict, m: dict) -> str:
+    """e.g. `3dmm pcc (30 frames): exp01 0.970, exp02 n/a, ...` (escaped); the frame count when the metric
+    gives one as `<key>_frames`."""
+    frames = m.get(f"{key}_frames")
+    over = f" ({frames} frames)" if isinstance(frames, int) else ""
+    cells = ", ".join(f"{k} {_plain(v)}" for k, v in values.items())
+    return html.escape(f"{name} {key.replace('_', ' ')}{over}: {cells}")
+
+
+def _plain(value: object) -> str:
+    """Unescaped text of a summary value (table_html escapes its cells): floats to 3 decimals, None n/a."""
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return "n/a"
+    if isinstance(value, bool):
+        return "yes" if value else "no"
+    return f"{value:.3f}" if isinstance(value, float) else str(value)
 
 
 def _pct(value: float | None) -> str:

@@ -314,3 +314,76 @@ def test_compare_shows_the_expression_headline(tmp_path):
     (tmp_path / "swap" / "summary.json").write_text(json.dumps(summary.as_json()))
     table = compare([tmp_path / "swap"], tmp_path / "out")
     assert table.loc[0, "landmark expression"] == "passed, r min 0.91 over 1 measure, gain 0.90..0.90"
+
+
+# The 3dmm metric's summary of a real run (3DDFA_V2 on tests/data: the donor face with the original's
+# expression, 10 sampled frames), copied from its summary.json.
+REAL_3DMM = {
+    "description": "3DMM expression error: L2 distance of 3DDFA_V2's 10 expression coefficients, swapped vs "
+                   "original (lower = kept); pose error (deg) and per-coefficient PCC in the summary",
+    "computed": True, "n": 10, "mean": 0.12349781043492727, "median": 0.1315422511694438,
+    "max": 0.2019474552530195, "min": 0.04028109153432627, "model": "3DDFA_V2 mb05 (MIT), never used in training",
+    "pose_error_mean": 0.17488265609516798, "pose_error_median": 0.16059022696076872,
+    "pose_error_max": 0.4114124412397757, "pose_error_yaw": 0.12914499122701956,
+    "pose_error_pitch": 0.2712542791383328, "pose_error_roll": 0.12424869792015159,
+    "pcc": {"exp01": 0.9769289777773906, "exp02": 0.9887744747695304, "exp03": 0.9713189934162998,
+            "exp04": 0.9837176584135915, "exp05": 0.9686590384478845, "exp06": 0.8241104074188171,
+            "exp07": 0.9735338491794072, "exp08": 0.981289939638403, "exp09": 0.9787671403144583,
+            "exp10": 0.9777539958039282},
+    "pcc_mean": 0.9624854475179712, "pcc_frames": 10}
+# ... and of a run where no sampled pair had a face in both (a blurred swap).
+NOT_COMPUTED_3DMM = {"description": REAL_3DMM["description"], "computed": False,
+                     "reason": "no sampled frame pair had what this metric needs (a face in both)", "n": 0,
+                     "model": "3DDFA_V2 mb05 (MIT), never used in training"}
+
+
+def test_compare_and_report_show_the_3dmm_metric(tmp_path):
+    from reports.evaluate_html import _metrics
+
+    runs = {"swap": REAL_3DMM, "blur": NOT_COMPUTED_3DMM, "older": None}
+    for name, metric in runs.items():
+        summary = _summary(name, 0.72, 0.0, 0.78)
+        summary.au["source"] = "blendshapes"
+        if metric is not None:
+            summary.metrics = {"3dmm": metric, "face_ssim": {"computed": True, "n": 10, "mean": 0.91, "median": 0.92,
+                                                           "min": 0.85, "max": 0.95}}
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "summary.json").write_text(json.dumps(summary.as_json()))
+    table = compare([tmp_path / n for n in runs], tmp_path / "out")
+    row = table.set_index("name").loc["swap"]
+    assert (row["3DMM expression error"], row["3DMM PCC"], row["3DMM pose error (deg)"]) == ("0.123", "0.962", "0.17")
+    assert row["AU PCC"] == "0.780 ± 0.050" and row["AU source"] == "blendshapes"
+    for name in ("blur", "older"):  # not computed, and a summary without the metric at all
+        other = table.set_index("name").loc[name]
+        assert [other[c] for c in ("3DMM expression error", "3DMM PCC", "3DMM pose error (deg)")] == ["n/a"] * 3
+    assert "3dmm" not in table.columns and row["face_ssim"] == "0.910"  # other metrics keep their own column
+    assert "3DMM PCC" in (tmp_path / "out" / "compare.html").read_text()
+
+    swap = EvaluationSummary.read(tmp_path / "swap" / "summary.json")
+    text = _metrics(swap)
+    for shown in ("0.123", "pose error mean 0.175", "pose error yaw 0.129", "pose error pitch 0.271",
+                  "pose error roll 0.124", "pcc mean 0.962", "model 3DDFA_V2 mb05 (MIT), never used in training",
+                  "3dmm pcc (10 frames): exp01 0.977, exp02 0.989", "exp10 0.978"):
+        assert shown in text, shown
+    check_report_html(render_report("t", ("v", "ok"), [("More metrics", text)]))
+    blur = _metrics(EvaluationSummary.read(tmp_path / "blur" / "summary.json"))
+    assert "not computed: no sampled frame pair" in blur and "pcc (" not in blur
+
+
+def test_report_names_the_au_source(openface):
+    from reports.evaluate_html import _au
+    from reports.plots import au_bars, au_timeseries
+
+    summary = _summary("x", 0.72, 0.0, None)
+    summary.au = {"computed": False, "source": "blendshapes", "reason": "MediaPipe's face landmarker is missing"}
+    assert _au(summary, pd.DataFrame(), {}).startswith(
+        "<p>AU source: <b>blendshapes</b>: Action Unit intensities from MediaPipe&#x27;s 52 face blendshapes")
+    head = openface.head(30)
+    table, au_summary = au.compare_tables(head, head)
+    summary.au = {"computed": True, "source": "openface", **au_summary}
+    images = {"au_bars.png": au_bars(table), "au_timeseries.png": au_timeseries(head, head)}
+    text = _au(summary, table, images)
+    assert text.startswith("<p>AU source: <b>openface</b>: OpenFace 2.x FeatureExtraction CSVs")
+    assert "30 frames paired" in text
+    summary.au["source"] = "somebody-elses"  # a plugin this deid does not have: its name still shows
+    assert _au(summary, table, images).startswith("<p>AU source: <b>somebody-elses</b>.</p>")
