@@ -20,12 +20,7 @@ from pipeline.errors import DeidError
 def file_lock(path: Path, blocking: bool = True, busy_message: str | None = None) -> Iterator[None]:
     """Hold an exclusive lock on `path` (created if missing). Without `blocking`, a held lock raises
     DeidError(busy_message)."""
-    path = Path(path)
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
-    except OSError as exc:
-        raise DeidError(f"{path}: cannot create a lock file ({exc.strerror or exc}); choose a writable folder") from None
+    fd = _open_lock_file(Path(path))
     try:
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | (0 if blocking else fcntl.LOCK_NB))
@@ -34,6 +29,15 @@ def file_lock(path: Path, blocking: bool = True, busy_message: str | None = None
         yield
     finally:
         os.close(fd)  # closing the descriptor releases the lock
+
+
+def _open_lock_file(path: Path) -> int:
+    """The descriptor of `path` (created with its folder if missing), or one line saying why it cannot be."""
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        return os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    except OSError as exc:
+        raise DeidError(f"{path}: cannot create a lock file ({exc.strerror or exc}); choose a writable folder") from None
 
 
 def try_lock(path: Path) -> int | None:
@@ -54,12 +58,7 @@ def folder_lock(folder: Path, command: str) -> Iterator[None]:
 
     The holder writes its pid, host and start time into the lock file, so the refusal names them.
     """
-    path = Path(folder) / ".deid.lock"
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
-    except OSError as exc:
-        raise DeidError(f"{path}: cannot create a lock file ({exc.strerror or exc}); choose a writable folder") from None
+    fd = _open_lock_file(Path(folder) / ".deid.lock")
     try:
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)

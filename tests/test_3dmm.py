@@ -31,7 +31,7 @@ from pipeline.errors import DeidError
 from reports.metrics import METRICS, MetricSet, Sample, make_metrics
 from stages.media import iter_frames, probe
 from tests.test_evaluate import _write_video
-from tests.test_expression_calibration import FRAMES, SOURCE, STEP, _landmarks, _paste_64, _read, _reencode
+from tests.test_expression_calibration import FRAMES, SOURCE, _landmarks, _paste_64, _read, _reencode, sampled_original
 
 CONTROLS = ("reencode", "paste64", "frozen")
 
@@ -171,15 +171,7 @@ def test_metric_without_faces_is_not_computed(data_dir):
 def controls(tmp_path_factory, data_dir, analyser):
     """The `3dmm` plugin's summary for each control, fed the way evaluate feeds it (one Sample per frame)."""
     tmp = tmp_path_factory.mktemp("3dmm_controls")
-    info = probe(data_dir / "video" / SOURCE)
-    frames = []
-    for index, frame in iter_frames(info):
-        if len(frames) == FRAMES:
-            break
-        if index % STEP == 0:
-            frames.append(frame)
-    fps = info.fps / STEP
-    _write_video(tmp / "original.mp4", frames, fps)
+    frames, fps = sampled_original(data_dir, tmp)
     original = _read(tmp / "original.mp4")
     lm_o = _landmarks(analyser, original)
     assert sum(x is not None for x in lm_o) == FRAMES

@@ -9,7 +9,6 @@ import hashlib
 import json
 import logging
 import os
-import shutil
 import subprocess
 import threading
 import time

@@ -9,7 +9,6 @@ from pathlib import Path
 import cv2
 import face_recognition
 import numpy as np
-import pytest
 import skimage.data
 
 from pipeline.cli import main

@@ -18,9 +18,7 @@ from stages.clean import clean
 from stages.convert import convert
 from stages.extract import extract
 from stages.media import iter_frames, probe
-from stages.train import train
 from stages.protect_config import ProtectConfig
-from stages.train_config import TrainConfig
 
 # These clips hold large faces only: searching from 40 px keeps the protection pass and the leak check
 # ~10x cheaper here; small faces are tested in test_protect.py.

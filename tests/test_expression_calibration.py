@@ -17,7 +17,6 @@ from pathlib import Path
 
 import cv2
 import numpy as np
-import pandas as pd
 import pytest
 import torch
 
@@ -80,9 +79,8 @@ def _run(analyser: FaceIdentity, original: Path, swapped: Path, tmp: Path) -> di
     return {"table": table.set_index("measure"), "summary": summary, "geometry": geometry}
 
 
-@pytest.fixture(scope="module")
-def controls(tmp_path_factory, data_dir):
-    tmp = tmp_path_factory.mktemp("expression_controls")
+def sampled_original(data_dir: Path, tmp: Path) -> tuple[list[np.ndarray], float]:
+    """Every STEP-th frame of SOURCE, FRAMES of them, written to tmp/original.mp4: (frames, its fps)."""
     info = probe(data_dir / "video" / SOURCE)
     frames = []
     for index, frame in iter_frames(info):
@@ -92,6 +90,13 @@ def controls(tmp_path_factory, data_dir):
             frames.append(frame)
     fps = info.fps / STEP
     _write_video(tmp / "original.mp4", frames, fps)
+    return frames, fps
+
+
+@pytest.fixture(scope="module")
+def controls(tmp_path_factory, data_dir):
+    tmp = tmp_path_factory.mktemp("expression_controls")
+    frames, fps = sampled_original(data_dir, tmp)
     analyser = FaceIdentity(torch.device("cpu"))
     original = _read(tmp / "original.mp4")
     lm = _landmarks(analyser, original)

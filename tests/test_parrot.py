@@ -2,7 +2,6 @@
 the default solid mask is not."""
 from __future__ import annotations
 
-from pathlib import Path
 
 import cv2
 import numpy as np

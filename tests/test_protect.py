@@ -10,7 +10,6 @@ import shutil
 import subprocess
 from pathlib import Path
 
-import cv2
 import face_recognition
 import numpy as np
 import pytest

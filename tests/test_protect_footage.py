@@ -143,7 +143,7 @@ def test_a_bad_single_input_is_one_error_line_and_exit_2(tmp_path, capsys):
 from tests.test_footage_media import cctv, streams, two_tracks  # noqa: E402,F401  (fixtures reused)
 
 
-def test_interlaced_cctv_is_hidden_and_keeps_its_pixel_aspect(cctv, tmp_path):
+def test_interlaced_cctv_is_hidden_and_keeps_its_pixel_aspect(cctv, tmp_path):  # noqa: F811 (fixture)
     assert faces_left(cctv) >= 5  # the judge finds the face in the deinterlaced original
     code = main(["-q", "protect", str(cctv), "-o", str(tmp_path / "o"), "--device", "cpu"])
     assert code == 0
@@ -160,7 +160,7 @@ def test_an_mkv_remux_with_a_timestamp_offset_is_protected_not_refused(clip, tmp
     assert faces_left(tmp_path / "o" / "remux.mp4") == 0
 
 
-def test_pcm_audio_is_kept_by_reencoding_it(two_tracks, tmp_path):
+def test_pcm_audio_is_kept_by_reencoding_it(two_tracks, tmp_path):  # noqa: F811 (fixture)
     assert main(["-q", "protect", str(two_tracks), "-o", str(tmp_path / "o"), "--device", "cpu"]) == 0
     audio = [s["codec_name"] for s in streams(tmp_path / "o" / "two tracks.mp4") if s["codec_type"] == "audio"]
     assert audio == ["aac", "aac"]
