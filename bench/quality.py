@@ -1,6 +1,6 @@
 """Swap quality per unit of compute: train a pair for a wall-clock budget and score it at regular points.
 
-    python -m bench.quality [--minutes 20] [--points 5] [--a VIDEO --b VIDEO] [--model original]
+    python -m bench.quality [--minutes 20 | --iterations N] [--points 5] [--a VIDEO --b VIDEO] [--model original]
                             [--width 0] [--identity-weight 0] [--init-from MODEL_DIR] [--seed 0]
                             [--clip-seconds 6] [--frames 0] [--device auto] [--work DIR]
                             [--out bench/results/quality.json]
@@ -151,7 +151,9 @@ def frames_picture(clip: Path, swapped: Path, clip_faces: Path, out: Path, count
 
 def run(a: Path, b: Path, minutes: float, points: int, model: str, width: int, device: str, work: Path,
         clip_seconds: float, frames: int, identity_weight: float = 0.0, init_from: Path | None = None,
-        seed: int = 0) -> dict:
+        seed: int = 0, iterations: int = 0) -> dict:
+    """The curve over `minutes` of training, or over `iterations` when given (a budget that a machine shared
+    with other work cannot shrink, so curves from different days compare)."""
     from stages.extract import extract
     from stages.train import train
     from stages.train_config import TrainConfig
@@ -174,7 +176,9 @@ def run(a: Path, b: Path, minutes: float, points: int, model: str, width: int, d
     curve, trained_s, iteration = [], 0.0, 0
     chunk = minutes / points
     for point in range(1, points + 1):
-        config = TrainConfig(model=model, width=width, iterations=10**9, minutes=chunk, save_every=10**6,
+        target = round(iterations * point / points) if iterations else 10**9
+        config = TrainConfig(model=model, width=width, iterations=target, minutes=0 if iterations else chunk,
+                             save_every=10**6,
                              preview_every=0, identity_every=0, identity_weight=identity_weight,
                              init_from=init_from, seed=seed)
         start = time.perf_counter()
@@ -191,7 +195,7 @@ def run(a: Path, b: Path, minutes: float, points: int, model: str, width: int, d
     state = json.loads((model_dir / "state.json").read_text())
     return {"pair": {"a": str(a), "b": str(b)}, "model": model, "frozen": state["frozen"],
             "identity_weight": identity_weight, "init_from": state.get("init_from"), "seed": seed,
-            "minutes": minutes, "points": points, "clip_seconds": clip_seconds, "frames": frames or "all distinct",
+            "minutes": None if iterations else minutes, "iterations": iterations or None, "points": points, "clip_seconds": clip_seconds, "frames": frames or "all distinct",
             "controls": controls, "curve": curve}
 
 
@@ -235,6 +239,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--b", type=Path, default=DATA / "talking_2.mp4", help="video of B, the donor")
     parser.add_argument("--minutes", type=float, default=20.0, help="training budget (default 20)")
     parser.add_argument("--points", type=int, default=5, help="evaluations over the budget (default 5)")
+    parser.add_argument("--iterations", type=int, default=0,
+                        help="budget in training iterations instead of minutes (0: use --minutes)")
     parser.add_argument("--model", default="original")
     parser.add_argument("--width", type=int, default=0, help="0: the family's default for the device")
     parser.add_argument("--identity-weight", type=float, default=0.0, help="train.identity_weight (default 0: off)")
@@ -247,7 +253,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "quality.json")
     args = parser.parse_args(argv)
     result = run(args.a, args.b, args.minutes, args.points, args.model, args.width, args.device, args.work,
-                 args.clip_seconds, args.frames, args.identity_weight, args.init_from, args.seed)
+                 args.clip_seconds, args.frames, args.identity_weight, args.init_from, args.seed, args.iterations)
     result["machine"] = machine_info()
     write_json(args.out, result)
     write_bytes(args.out.with_suffix(".png"), plot(result))
