@@ -40,8 +40,8 @@ class Batch:
     input: torch.Tensor    # (n, 3, input_size, input_size), warped
     target: torch.Tensor   # (n, 3, output_size, output_size)
     mask: torch.Tensor     # (n, 1, output_size, output_size)
-    eyes: torch.Tensor     # (n, 1, ...)
-    mouth: torch.Tensor    # (n, 1, ...)
+    eyes: torch.Tensor     # (n, 1, ...): eyes, with or without the brows (stages/train_data.Window.brows)
+    mouth: torch.Tensor    # (n, 1, ...): the mouth, grown by Window.mouth_grow
 
 
 def augment(planes: torch.Tensor, settings: AugmentSettings, input_size: int, output_size: int,

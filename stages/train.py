@@ -3,8 +3,9 @@ faces through decoder B.
 
 Inputs: two extract or clean output folders (A_DIR, B_DIR). Output folder MODEL_DIR:
     model.pt, optimizer.pt, state.json, best/   checkpoints (stages/checkpoint.py)
-    loss.csv        iteration, loss_a, loss_b, lr, images_per_s (A and B images per second of training step),
-                    identity (the identity term, empty when train.identity_weight is 0)
+    loss.csv        iteration, loss_a, loss_b, lr (of that step: train.warmup ramps it), images_per_s (A and B
+                    images per second of training step), identity (the identity term, empty when
+                    train.identity_weight is 0), expression (the expression term, empty when train.expression_weight is 0)
     identity.csv    every identity_every iterations: face_recognition distance of A->B outputs to A's
                     own faces (a2b_to_a: must rise above 0.6, the recogniser's match threshold), the same
                     for A->A (the control: how far mere blur moves a face), A->B to B's faces, and the
@@ -13,11 +14,15 @@ Inputs: two extract or clean output folders (A_DIR, B_DIR). Output folder MODEL_
 Previews and the identity check also run when a run stops (unless their `*_every` is 0).
 
 One iteration = one Adam step on an augmented batch of A and one of B (stages/augment.py), both through
-the shared encoder in one pass. Loss per side: L1 weighted by the face mask (eyes+brows and mouth
-weighted more) + DSSIM on the masked face, + MSE of the learned mask for models that draw one. With
+the shared encoder in one pass. Loss per side (train.region_loss): `renormalised`, L1 weighted by the face
+mask (eyes+brows and mouth weighted more, divided by the weights' sum) + DSSIM on the masked face; or
+`multiplier` (faceswap's), L1 and a per-pixel DSSIM map both times face mask x (1 + eye_multiplier x eyes +
+mouth_multiplier x mouth), averaged over pixels; + MSE of the learned mask for models that draw one. With
 train.identity_weight > 0, a few of A's faces also go through decoder B and the recogniser: the hinge of
-stages/identity_loss.py pushes them away from A and towards B. On a CPU with train.width and train.latent
-left at 0 the family's CPU size is used (announced in the log).
+stages/identity_loss.py pushes them away from A and towards B. With train.expression_weight > 0, a few A->B
+swaps must read as A's expression to a regressor fitted on the pair's crops (stages/expression_loss.py).
+train.warmup ramps the learning rate up from 0 over its first iterations. On a CPU with train.width and
+train.latent left at 0 the family's CPU size is used (announced in the log).
 
 Running again on the same MODEL_DIR resumes from the saved iteration (`iterations` is the total).
 Ctrl-C or SIGTERM saves, then stops. A non-finite loss skips the step and reloads the last checkpoint.
@@ -51,16 +56,17 @@ from pipeline.errors import ConfigError, DeidError
 from stages import checkpoint
 from stages.augment import AugmentSettings, Batch, augment, plain
 from stages.donor_coverage import check_donor_coverage, extreme_faces
+from stages.expression_loss import ExpressionLoss
 from stages.identity_loss import IdentityLoss
 from stages.progress import make_progress
 from stages.train_config import TrainConfig
-from stages.train_data import FaceSet, Window, window_size
+from stages.train_data import REGION_GROW, FaceSet, Window, window_size
 
 log = logging.getLogger("deid.train")
 
 LOSS_CSV = "loss.csv"
 IDENTITY_CSV = "identity.csv"
-LOSS_HEADER = ["iteration", "loss_a", "loss_b", "lr", "images_per_s", "identity"]
+LOSS_HEADER = ["iteration", "loss_a", "loss_b", "lr", "images_per_s", "identity", "expression"]
 IDENTITY_HEADER = ["iteration", "a2b_to_a", "a2a_to_a", "a2b_to_b", "a2b_reidentified"]
 MATCH_THRESHOLD = 0.6     # face_recognition's "same person" distance
 PREVIEW_FACES = 4
@@ -69,6 +75,7 @@ IDENTITY_CENTRE_FACES = 32  # unaugmented faces per side whose mean descriptor t
 IDENTITY_MIN_FACE = 20     # px: model outputs are small (64-256 px squares)
 MAX_NAN_RELOADS = 5       # in a row, before giving up: the run diverges, reloading will not help
 NORM_HISTORY = 100        # gradient norms whose median sets the clipping bound
+SSIM_WINDOW, SSIM_SIGMA = 11, 1.5  # pytorch_msssim's defaults, which the renormalised loss uses
 
 
 def train(a_dir: Path, b_dir: Path, model_dir: Path, config: TrainConfig, device: str = "auto",
@@ -92,8 +99,7 @@ def train(a_dir: Path, b_dir: Path, model_dir: Path, config: TrainConfig, device
                      "images/s here); set train.width and train.latent to choose", config.model, frozen["width"],
                      frozen["latent"], ", ".join(f"{k} {v}" for k, v in _family_defaults(config.model).items()))
         batch_size = config.batch_size or family(config.model).batch_size
-        window = Window(window_size(frozen["input_size"], frozen["output_size"]), config.centering,
-                        frozen["coverage"], config.mask)
+        window = training_window(config, frozen)
         faces = {"a": FaceSet.load("A_DIR", a_dir, window, torch_device),
                  "b": FaceSet.load("B_DIR", b_dir, window, torch_device)}
         for side, faceset in faces.items():
@@ -145,6 +151,14 @@ def resolve_architecture(config: TrainConfig, device: torch.device | None = None
     return {**frozen, "cpu_sized": True} if cpu_sized else frozen
 
 
+def training_window(config: TrainConfig, frozen: dict[str, Any]) -> Window:
+    """What each face's stored planes hold: the multiplier loss weighs the eyes without the brows and a mouth
+    grown by train.mouth_dilation; the renormalised loss keeps the regions it has always used."""
+    multiplier = config.region_loss == "multiplier"
+    return Window(window_size(frozen["input_size"], frozen["output_size"]), config.centering, frozen["coverage"],
+                  config.mask, brows=not multiplier, mouth_grow=config.mouth_dilation if multiplier else REGION_GROW)
+
+
 def _family_defaults(name: str) -> dict[str, int]:
     with torch.device("meta"):
         model = build_model(name)
@@ -186,6 +200,7 @@ class _Session:
     last_identity: dict[str, float] | None = None
     face_identity: Any = None  # models.face_identity.FaceIdentity, loaded at the first identity check
     identity_loss: IdentityLoss | None = None  # the training term, when train.identity_weight > 0
+    expression_loss: ExpressionLoss | None = None  # the training term, when train.expression_weight > 0
 
 
 def initial_weights(source: Path, frozen: dict[str, Any], donor: FaceSet, device: torch.device
@@ -286,6 +301,10 @@ def _open_session(model_dir: Path, config: TrainConfig, frozen: dict[str, Any], 
         for side in ("a", "b"):
             batch, _ = _swaps(session, side, IDENTITY_CENTRE_FACES)
             session.identity_loss.set_centre(side, batch.target)
+    if config.expression_weight:
+        session.expression_loss = ExpressionLoss(faces, frozen["input_size"], frozen["output_size"], device,
+                                                 config.expression_steps, config.seed)
+        state["expression_regressor"] = session.expression_loss.fit_report
     _truncate_csv(model_dir / LOSS_CSV, LOSS_HEADER, session.iteration)
     _truncate_csv(model_dir / IDENTITY_CSV, IDENTITY_HEADER, session.iteration)
     if previous is None:
@@ -322,18 +341,20 @@ def _loop(s: _Session, stop: checkpoint.StopSignals, progress: bool) -> str:
             if time.monotonic() > deadline:
                 return "minutes"
             tick = time.perf_counter()
-            losses = _step(s)
+            lr = learning_rate(cfg, s.iteration)
+            losses = _step(s, lr)
             if losses is None:  # non-finite: the step was skipped and the last checkpoint reloaded
                 bar.update(s.iteration - bar.n)
                 continue
             s.iteration += 1
             images_per_s = 2 * s.batch_size / (time.perf_counter() - tick)
             rate = images_per_s if rate == 0 else 0.9 * rate + 0.1 * images_per_s
-            identity = "" if losses[2] is None else round(losses[2], 6)
-            s.pending_losses.append([s.iteration, round(losses[0], 6), round(losses[1], 6), cfg.lr,
-                                     round(images_per_s, 2), identity])
+            terms = ["" if value is None else round(value, 6) for value in losses[2:]]
+            s.pending_losses.append([s.iteration, round(losses[0], 6), round(losses[1], 6), lr,
+                                     round(images_per_s, 2), *terms])
             bar.update(1)
-            shown = "" if losses[2] is None else f" id {losses[2]:.3f}"
+            shown = "".join(f" {name} {value:.3f}" for name, value in zip(("id", "expr"), losses[2:])
+                            if value is not None)
             bar.set_postfix_str(f"A {losses[0]:.4f} B {losses[1]:.4f}{shown} {rate:.1f} img/s")
             if s.iteration % cfg.save_every == 0:
                 _save(s)
@@ -346,35 +367,52 @@ def _loop(s: _Session, stop: checkpoint.StopSignals, progress: bool) -> str:
         bar.close()
 
 
-def _step(s: _Session) -> tuple[float, float, float | None] | None:
-    """One Adam step on a batch of A and a batch of B. Returns the two reconstruction losses and the identity
-    term (None when off), or None after a NaN."""
+def learning_rate(config: TrainConfig, iteration: int) -> float:
+    """The lr of the step that takes the model from `iteration` to `iteration` + 1: train.lr, ramped up
+    linearly from 0 over the first train.warmup iterations. A function of the global iteration, so a resumed
+    run or a NaN reload continues the ramp where that iteration stands."""
+    if config.warmup and iteration < config.warmup:
+        return config.lr * (iteration + 1) / config.warmup
+    return config.lr
+
+
+def _step(s: _Session, lr: float) -> tuple[float, float, float | None, float | None] | None:
+    """One Adam step at learning rate `lr` on a batch of A and a batch of B. Returns the two reconstruction
+    losses, the identity term and the expression term (each None when off), or None after a NaN."""
     s.model.train()
     _reseed(s)
+    for group in s.optimizer.param_groups:
+        group["lr"] = lr
     batches = [_batch(s, side) for side in ("a", "b")]
+    swaps = _swap_count(s)
     with torch.autocast(s.device.type, dtype=s.autocast, enabled=s.autocast is not None):
         latent = s.model.encoder(torch.cat([batches[0].input, batches[1].input]))  # one encoder pass for both
         outputs = [s.model.decode(z, side) for z, side in zip(latent.chunk(2), ("a", "b"))]
-        swapped = None
-        if s.identity_loss is not None:
-            swapped = s.model.decode(latent[:min(s.config.identity_faces, s.batch_size)], "b")[0]
+        swapped = s.model.decode(latent[:swaps], "b")[0] if swaps else None  # A->B, for the swap terms
     losses = [reconstruction_loss(rgb, mask, batch, s.config) for (rgb, mask), batch in zip(outputs, batches)]
     total = losses[0] + losses[1]
     identity = torch.zeros((), device=s.device)
-    if swapped is not None:
-        a, k = batches[0], len(swapped)
-        pasted = swapped.float() * a.mask[:k] + a.target[:k] * (1 - a.mask[:k])  # as convert pastes it
+    expression = torch.zeros((), device=s.device)
+    if s.identity_loss is not None:
+        a, k = batches[0], min(s.config.identity_faces, s.batch_size)
+        pasted = swapped[:k].float() * a.mask[:k] + a.target[:k] * (1 - a.mask[:k])  # as convert pastes it
         identity = s.identity_loss(pasted)[0]
         total = total + s.config.identity_weight * identity
+    if s.expression_loss is not None:
+        k = min(s.config.expression_faces, s.batch_size)
+        expression = s.expression_loss(batches[0].target[:k], swapped[:k].float())
+        total = total + s.config.expression_weight * expression
     s.optimizer.zero_grad(set_to_none=True)
     s.scaler.scale(total).backward()
     s.scaler.unscale_(s.optimizer)
     norm = torch.nn.utils.clip_grad_norm_(s.model.parameters(), _clip_bound(s))
-    loss_a, loss_b, identity_value, norm_value = torch.stack(
-        [losses[0].detach(), losses[1].detach(), identity.detach().float(), norm]).tolist()  # one sync
+    loss_a, loss_b, identity_value, expression_value, norm_value = torch.stack(
+        [losses[0].detach(), losses[1].detach(), identity.detach().float(), expression.detach().float(),
+         norm]).tolist()  # one sync
     # With fp16 loss scaling an infinite gradient is routine (the scaler skips the step and lowers its scale);
     # otherwise a non-finite loss or gradient means the weights are about to be destroyed.
-    finite = math.isfinite(loss_a) and math.isfinite(loss_b) and (s.scaler.is_enabled() or math.isfinite(norm_value))
+    finite = math.isfinite(loss_a) and math.isfinite(loss_b) and math.isfinite(identity_value) \
+        and math.isfinite(expression_value) and (s.scaler.is_enabled() or math.isfinite(norm_value))
     if not finite:
         _reload_after_nan(s, loss_a, loss_b, norm_value)
         return None
@@ -383,7 +421,15 @@ def _step(s: _Session) -> tuple[float, float, float | None] | None:
     s.nan_reloads = 0
     if math.isfinite(norm_value):
         s.grad_norms.append(norm_value)
-    return loss_a, loss_b, identity_value if swapped is not None else None
+    return (loss_a, loss_b, identity_value if s.identity_loss is not None else None,
+            expression_value if s.expression_loss is not None else None)
+
+
+def _swap_count(s: _Session) -> int:
+    """How many of A's faces go through decoder B this step: as many as the larger enabled swap term uses."""
+    wanted = [s.config.identity_faces if s.identity_loss is not None else 0,
+              s.config.expression_faces if s.expression_loss is not None else 0]
+    return min(max(wanted), s.batch_size)
 
 
 def _clip_bound(s: _Session) -> float:
@@ -409,16 +455,54 @@ def _batch(s: _Session, side: str) -> Batch:
 
 def reconstruction_loss(rgb: torch.Tensor, mask: torch.Tensor | None, batch: Batch,
                         config: TrainConfig) -> torch.Tensor:
-    """Masked, region-weighted L1 + DSSIM of the masked face (+ learned-mask MSE), in float32."""
+    """Region-weighted L1 + DSSIM (+ learned-mask MSE), in float32, as train.region_loss says:
+    renormalised, the weights divide the L1 term and DSSIM sees the masked face; multiplier, see
+    multiplied_loss."""
     rgb = rgb.float()
     face = config.background_weight + (1 - config.background_weight) * batch.mask
-    weight = face * (1 + (config.eye_weight - 1) * batch.eyes + (config.mouth_weight - 1) * batch.mouth)
-    loss = (weight * (rgb - batch.target).abs()).sum() / (weight.sum() * 3)
-    if config.dssim_weight:
-        loss = loss + config.dssim_weight * (1 - ssim(rgb * face, batch.target * face, data_range=1.0)) / 2
+    if config.region_loss == "multiplier":
+        loss = multiplied_loss(rgb, batch, face, config)
+    else:
+        weight = face * (1 + (config.eye_weight - 1) * batch.eyes + (config.mouth_weight - 1) * batch.mouth)
+        loss = (weight * (rgb - batch.target).abs()).sum() / (weight.sum() * 3)
+        if config.dssim_weight:
+            loss = loss + config.dssim_weight * (1 - ssim(rgb * face, batch.target * face, data_range=1.0)) / 2
     if mask is not None and config.mask_loss:
         loss = loss + config.mask_loss * F.mse_loss(mask.float(), batch.mask)
     return loss
+
+
+def multiplied_loss(rgb: torch.Tensor, batch: Batch, face: torch.Tensor, config: TrainConfig) -> torch.Tensor:
+    """faceswap's region emphasis: weight = face x (1 + eye_multiplier x eyes + mouth_multiplier x mouth) on
+    every pixel of the L1 term and of the DSSIM map, averaged over pixels. Not divided by the weights' sum, so
+    more weight on the mouth is more loss (and gradient) from it, not a smaller share for the rest."""
+    weight = face * (1 + config.eye_multiplier * batch.eyes + config.mouth_multiplier * batch.mouth)
+    loss = (weight * (rgb - batch.target).abs()).mean()
+    if config.dssim_weight:
+        dssim = (1 - ssim_map(rgb, batch.target)) / 2
+        trim = (weight.shape[-1] - dssim.shape[-1]) // 2  # the map covers the pixels with a whole window
+        inner = weight[..., trim:weight.shape[-2] - trim, trim:weight.shape[-1] - trim]
+        loss = loss + config.dssim_weight * (inner * dssim).mean()
+    return loss
+
+
+def ssim_map(x: torch.Tensor, y: torch.Tensor, data_range: float = 1.0) -> torch.Tensor:
+    """Per-pixel SSIM (n, c, h - 10, w - 10) with pytorch_msssim's Gaussian window (11 px, sigma 1.5) and
+    constants; its `ssim` returns only means, and its mean over the map is exactly this map's mean."""
+    coords = torch.arange(SSIM_WINDOW, dtype=torch.float32, device=x.device) - SSIM_WINDOW // 2
+    g = torch.exp(-coords ** 2 / (2 * SSIM_SIGMA ** 2))
+    g = (g / g.sum()).to(x.dtype)
+    channels = x.shape[1]
+    rows, cols = g.view(1, 1, -1, 1).repeat(channels, 1, 1, 1), g.view(1, 1, 1, -1).repeat(channels, 1, 1, 1)
+
+    def blur(t: torch.Tensor) -> torch.Tensor:  # separable valid-mode Gaussian, one channel at a time
+        return F.conv2d(F.conv2d(t, rows, groups=channels), cols, groups=channels)
+
+    c1, c2 = (0.01 * data_range) ** 2, (0.03 * data_range) ** 2
+    mu_x, mu_y = blur(x), blur(y)
+    var_x, var_y = blur(x * x) - mu_x ** 2, blur(y * y) - mu_y ** 2
+    cov = blur(x * y) - mu_x * mu_y
+    return (2 * mu_x * mu_y + c1) / (mu_x ** 2 + mu_y ** 2 + c1) * (2 * cov + c2) / (var_x + var_y + c2)
 
 
 def _reload_after_nan(s: _Session, loss_a: float, loss_b: float, norm: float) -> None:

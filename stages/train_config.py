@@ -18,6 +18,7 @@ from pipeline.errors import ConfigError
 
 TrainCentering = Centering  # one definition: models/alignment.py
 TrainMask = Literal["extended", "components"]
+RegionLoss = Literal["renormalised", "multiplier"]
 
 
 @dataclass(frozen=True)
@@ -38,6 +39,8 @@ class TrainConfig:
     batch_size: int = 0                # faces per side per iteration; 0 = the family's default (16, 16, 8)
     # optimiser
     lr: float = 5e-5                   # Adam learning rate
+    warmup: int = 0                    # iterations over which the lr rises linearly from 0 to lr (by the global
+                                       # iteration, so a resume continues the ramp); 0 = none
     beta1: float = 0.5                 # Adam beta1
     beta2: float = 0.999               # Adam beta2
     grad_clip: float = 5.0             # clip gradient norms above this many times their running median; 0 = off
@@ -46,13 +49,24 @@ class TrainConfig:
     # loss
     mask: TrainMask = "extended"       # face mask that weights the loss (and that learned masks imitate)
     background_weight: float = 0.1     # loss weight outside the mask (inside is 1)
-    eye_weight: float = 3.0            # loss multiplier on eyes and brows (from the landmarks)
-    mouth_weight: float = 2.0          # loss multiplier on the mouth
+    region_loss: RegionLoss = "renormalised"  # how eyes and mouth weigh in the loss: renormalised (L1 only, weights
+                                       # eye_weight / mouth_weight, divided by their sum) | multiplier (faceswap's:
+                                       # L1 and the SSIM map x face x (1 + eye_multiplier x eyes + mouth_multiplier x
+                                       # mouth), averaged over pixels, not renormalised; eyes without the brows)
+    eye_weight: float = 3.0            # renormalised: loss weight on eyes and brows (from the landmarks)
+    mouth_weight: float = 2.0          # renormalised: loss weight on the mouth
+    eye_multiplier: float = 3.0        # multiplier: the eyes' extra weight (faceswap's eye_multiplier)
+    mouth_multiplier: float = 2.0      # multiplier: the mouth's extra weight (faceswap's mouth_multiplier)
+    mouth_dilation: float = 0.2        # multiplier: the mouth region grown by this share of the inter-ocular distance
     dssim_weight: float = 1.0          # weight of DSSIM (structural dissimilarity) next to the masked L1
     mask_loss: float = 1.0             # weight of the learned-mask MSE (dfaker, villain); 0 = do not learn the mask
     identity_weight: float = 0.0       # weight of the identity hinge on A->B swaps (stages/identity_loss.py); 0 = off
     identity_faces: int = 4            # A faces per step that go through decoder B and the recogniser for it
     identity_margin: float = 0.05      # the hinges hold A->B at >= 0.6 + margin from A and <= 0.6 - margin from B
+    expression_weight: float = 0.0     # weight of the expression-consistency term on A->B (stages/expression_loss.py):
+                                       # a regressor fitted on the pair's crops must read A's expression in A->B; 0 = off
+    expression_faces: int = 8          # A faces per step that go through decoder B for that term
+    expression_steps: int = 300        # Adam steps that fit the expression regressor at the start of each run
     # augmentation (in batch, on the training device)
     warp: float = 0.02                 # random 5x5 grid warp of the input: std of point moves, share of face width
     rotation: float = 10.0             # random rotation, +- degrees
@@ -88,15 +102,23 @@ class TrainConfig:
         _int_range("train.batch_size", self.batch_size, 0, 4096, zero_means_default=True, low_if_set=1)
         if not 0.0 < self.lr <= 1.0:
             raise ConfigError(f"train.lr must be in (0, 1], got {self.lr}")
+        _int_range("train.warmup", self.warmup, 0, 10 ** 9)
         _float_range("train.beta1", self.beta1, 0.0, 0.999999)
         _float_range("train.beta2", self.beta2, 0.0, 0.999999)
         _float_range("train.grad_clip", self.grad_clip, 0.0, 1e6)
         _int_range("train.seed", self.seed, 0, 2 ** 31 - 1)
-        for key in ("background_weight", "eye_weight", "mouth_weight", "dssim_weight", "mask_loss"):
+        if self.region_loss not in ("renormalised", "multiplier"):
+            raise ConfigError(f"train.region_loss must be renormalised or multiplier, got {self.region_loss!r}")
+        for key in ("background_weight", "eye_weight", "mouth_weight", "eye_multiplier", "mouth_multiplier",
+                    "dssim_weight", "mask_loss"):
             _float_range(f"train.{key}", getattr(self, key), 0.0, 100.0)
+        _float_range("train.mouth_dilation", self.mouth_dilation, 0.0, 1.0)
         _float_range("train.identity_weight", self.identity_weight, 0.0, 100.0)
         _int_range("train.identity_faces", self.identity_faces, 1, 4096)
         _float_range("train.identity_margin", self.identity_margin, 0.0, 0.4)
+        _float_range("train.expression_weight", self.expression_weight, 0.0, 100.0)
+        _int_range("train.expression_faces", self.expression_faces, 1, 4096)
+        _int_range("train.expression_steps", self.expression_steps, 1, 10 ** 6)
         _float_range("train.warp", self.warp, 0.0, 0.2)
         _float_range("train.rotation", self.rotation, 0.0, 90.0)
         _float_range("train.zoom", self.zoom, 0.0, 0.5)

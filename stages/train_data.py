@@ -7,10 +7,11 @@ margin (MARGIN) around it, so rotation, zoom and shift in augmentation sample re
 border.
 
 Each face becomes six uint8 planes of side `window_size(...)`: R, G, B, the face mask (extended, or the
-landmark hull when the mask file is missing), and two weight regions drawn from the landmarks: eyes
-with brows, and the mouth. They are what the loss weights more (expressions live there). All faces
-of one person are one (N, 6, S, S) uint8 tensor, on the training device when it fits (FaceSet.load);
-when it does not, faces are read from disk per batch.
+landmark hull when the mask file is missing), and two weight regions drawn from the landmarks: the eyes
+(with the brows, or without them for train.region_loss multiplier: Window.brows) and the mouth (grown by
+Window.mouth_grow of the inter-ocular distance). They are what the loss weights more (expressions live
+there). All faces of one person are one (N, 6, S, S) uint8 tensor, on the training device when it fits
+(FaceSet.load); when it does not, faces are read from disk per batch.
 """
 from __future__ import annotations
 
@@ -36,7 +37,9 @@ PLANES = 6             # R, G, B, mask, eyes, mouth
 GPU_SHARE = 0.3        # keep faces on the GPU if they take at most this share of its free memory
 RAM_SHARE = 0.5        # ... in RAM if at most this share of the available memory
 EYES = (list(range(17, 22)) + list(range(36, 42)), list(range(22, 27)) + list(range(42, 48)))
+EYES_ONLY = (list(range(36, 42)), list(range(42, 48)))
 MOUTH = list(range(48, 60))
+REGION_GROW = 0.12     # eye and mouth hulls grow by this share of the inter-ocular distance (soft landmark error)
 
 
 def coverage_matrix(size: int, centering: str, coverage: float) -> np.ndarray:
@@ -68,12 +71,16 @@ def window_size(input_size: int, output_size: int) -> int:
 
 @dataclass(frozen=True)
 class Window:
-    """What to cut: the training square (`centering`, `coverage`) plus MARGIN, stored at `size` px."""
+    """What to cut: the training square (`centering`, `coverage`) plus MARGIN, stored at `size` px; which
+    regions the eye plane holds (`brows`) and how far the mouth plane reaches (`mouth_grow`, share of the
+    inter-ocular distance)."""
 
     size: int
     centering: str
     coverage: float
     mask: str
+    brows: bool = True
+    mouth_grow: float = REGION_GROW
 
     def unit_matrix(self) -> np.ndarray:
         # Unit face -> stored window px: the training square is the centre 1/MARGIN of the window.
@@ -168,7 +175,7 @@ def _read_many(refs: list[FaceRef], window: Window) -> np.ndarray:
 
 
 def read_face(ref: FaceRef, window: Window) -> np.ndarray:
-    """(6, S, S) uint8: the training window of one face with its mask and eye/mouth regions."""
+    """(6, S, S) uint8: the training window of one face with its mask and eye/mouth regions (as `window` says)."""
     image = cv2.imread(str(ref.image), cv2.IMREAD_COLOR)
     if image is None:
         raise DeidError(f"{ref.image}: face image missing or unreadable; re-run the extract that wrote it")
@@ -185,9 +192,9 @@ def read_face(ref: FaceRef, window: Window) -> np.ndarray:
     eyes = np.zeros((window.size, window.size), np.uint8)
     mouth = np.zeros_like(eyes)
     eye_distance = float(np.linalg.norm(points[36:42].mean(0) - points[42:48].mean(0)))
-    for part in EYES:
-        _fill_hull(eyes, points[part], eye_distance * 0.12)
-    _fill_hull(mouth, points[MOUTH], eye_distance * 0.12)
+    for part in EYES if window.brows else EYES_ONLY:
+        _fill_hull(eyes, points[part], eye_distance * REGION_GROW)
+    _fill_hull(mouth, points[MOUTH], eye_distance * window.mouth_grow)
     return np.concatenate([rgb.transpose(2, 0, 1), mask[None], eyes[None], mouth[None]])
 
 
