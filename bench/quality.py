@@ -2,7 +2,7 @@
 
     python -m bench.quality [--minutes 20 | --iterations N] [--points 5] [--a VIDEO --b VIDEO] [--model original]
                             [--width 0] [--identity-weight 0] [--init-from MODEL_DIR] [--seed 0]
-                            [--clip-seconds 6] [--frames 0] [--device auto] [--work DIR]
+                            [--clip-seconds 6] [--frames 0] [--train KEY=VALUE ...] [--device auto] [--work DIR]
                             [--out bench/results/quality.json]
 
 At each point of the budget the model so far converts a fixed clip (the first `--clip-seconds` of A's
@@ -149,14 +149,40 @@ def frames_picture(clip: Path, swapped: Path, clip_faces: Path, out: Path, count
         write_bytes(out, data.tobytes())
 
 
-def run(a: Path, b: Path, minutes: float, points: int, model: str, width: int, device: str, work: Path,
-        clip_seconds: float, frames: int, identity_weight: float = 0.0, init_from: Path | None = None,
-        seed: int = 0, iterations: int = 0) -> dict:
-    """The curve over `minutes` of training, or over `iterations` when given (a budget that a machine shared
-    with other work cannot shrink, so curves from different days compare)."""
-    from stages.extract import extract
-    from stages.train import train
+def train_settings(pairs: list[str]) -> dict:
+    """`KEY=VALUE` strings -> train.* settings, typed and named by TrainConfig's own fields (the one place a
+    setting is declared); an unknown key or a bad value is one error naming train.KEY."""
+    import dataclasses
+    import typing
+
+    from pipeline.errors import ConfigError
     from stages.train_config import TrainConfig
+
+    hints = typing.get_type_hints(TrainConfig)
+    fields = {f.name for f in dataclasses.fields(TrainConfig)}
+    settings = {}
+    for pair in pairs:
+        key, sep, text = pair.partition("=")
+        if not sep or key not in fields:
+            raise ConfigError(f"--train {pair!r}: expected KEY=VALUE with KEY one of train.{', train.'.join(sorted(fields))}")
+        kind = hints[key]
+        try:
+            if kind is bool:
+                value = {"true": True, "false": False}[text.lower()]
+            elif kind in (int, float):
+                value = kind(text)
+            else:
+                value = text
+        except (KeyError, ValueError):
+            raise ConfigError(f"--train {pair!r}: train.{key} takes a {getattr(kind, '__name__', kind)}") from None
+        settings[key] = value
+    return settings
+
+
+def prepare(a: Path, b: Path, work: Path, clip_seconds: float, frames: int, device: str) -> dict:
+    """Extract both people, cut and extract the scored clip, and score the controls, once per work folder:
+    every variant of an ablation trained in the same folder is scored on the same clip and controls."""
+    from stages.extract import extract
 
     work.mkdir(parents=True, exist_ok=True)
     faces = {}
@@ -164,39 +190,66 @@ def run(a: Path, b: Path, minutes: float, points: int, model: str, width: int, d
         faces[side] = work / f"faces_{side}"
         if not (faces[side] / "alignments.json").exists():
             extract(video, faces[side], ExtractConfig(), device=device, progress=False)
-    clip = _clip(a, clip_seconds, work / "clip.mp4")
-    clip_faces = work / "faces_clip"
-    extract(clip, clip_faces, ExtractConfig(), device=device, progress=False)
-    ref_a, ref_b = _reference(a, work / "ref_a.jpg"), _reference(b, work / "ref_b.jpg")
-    model_dir = work / "model"
+    key = {"a": str(a), "b": str(b), "clip_seconds": clip_seconds, "frames": frames}
+    cached = work / "prepared.json"
+    clip, clip_faces = work / "clip.mp4", work / "faces_clip"
+    ref_a, ref_b = work / "ref_a.jpg", work / "ref_b.jpg"
+    if cached.exists() and json.loads(cached.read_text()).get("key") == key:
+        controls = json.loads(cached.read_text())["controls"]
+    else:
+        _clip(a, clip_seconds, clip)
+        shutil.rmtree(clip_faces, ignore_errors=True)
+        extract(clip, clip_faces, ExtractConfig(), device=device, progress=False)
+        _reference(a, ref_a), _reference(b, ref_b)
+        start = time.perf_counter()
+        controls = _controls(clip, clip_faces, ref_a, ref_b, work, device, frames)
+        print(json.dumps({"controls": controls, "seconds": round(time.perf_counter() - start, 1)}), flush=True)
+        write_json(cached, {"key": key, "controls": controls})
+    return {"faces": faces, "clip": clip, "clip_faces": clip_faces, "ref_a": ref_a, "ref_b": ref_b,
+            "controls": controls}
+
+
+def run(a: Path, b: Path, minutes: float, points: int, model: str, width: int, device: str, work: Path,
+        clip_seconds: float, frames: int, identity_weight: float = 0.0, init_from: Path | None = None,
+        seed: int = 0, iterations: int = 0, train: dict | None = None, variant: str = "") -> dict:
+    """The curve over `minutes` of training, or over `iterations` when given (a budget that a machine shared
+    with other work cannot shrink, so curves from different days compare). `train` sets any other train.*
+    key; `variant` names the sub-folder of `work` its model and points go to (an ablation's arms share
+    `work`'s extraction, clip and controls)."""
+    from stages.train import train as train_pair
+    from stages.train_config import TrainConfig
+
+    ready = prepare(a, b, work, clip_seconds, frames, device)
+    clip, clip_faces, ref_a, ref_b = ready["clip"], ready["clip_faces"], ready["ref_a"], ready["ref_b"]
+    out = work / variant if variant else work
+    model_dir = out / "model"
     shutil.rmtree(model_dir, ignore_errors=True)  # the bench's own scratch: every curve starts from iteration 0
-    start = time.perf_counter()
-    controls = _controls(clip, clip_faces, ref_a, ref_b, work, device, frames)
-    print(json.dumps({"controls": controls, "seconds": round(time.perf_counter() - start, 1)}), flush=True)
     curve, trained_s, iteration = [], 0.0, 0
     chunk = minutes / points
     for point in range(1, points + 1):
         target = round(iterations * point / points) if iterations else 10**9
-        config = TrainConfig(model=model, width=width, iterations=target, minutes=0 if iterations else chunk,
-                             save_every=10**6,
-                             preview_every=0, identity_every=0, identity_weight=identity_weight,
-                             init_from=init_from, seed=seed)
+        config = TrainConfig(**{"model": model, "width": width, "identity_weight": identity_weight,
+                                "init_from": init_from, "seed": seed, **(train or {}),
+                                "iterations": target, "minutes": 0 if iterations else chunk,
+                                "save_every": 10**6, "preview_every": 0, "identity_every": 0})
         start = time.perf_counter()
-        summary = train(faces["a"], faces["b"], model_dir, config, device=device, progress=False)
+        summary = train_pair(ready["faces"]["a"], ready["faces"]["b"], model_dir, config, device=device,
+                             progress=False)
         trained_s += time.perf_counter() - start
         rate = _images_per_s(model_dir, iteration)
         iteration = int(summary["iteration"])
         start = time.perf_counter()
-        scores = score_point(model_dir, clip, clip_faces, ref_a, ref_b, work / f"point{point}", device, frames)
-        frames_picture(clip, work / f"point{point}" / "swapped.mp4", clip_faces, work / f"point{point}.jpg")
+        scores = score_point(model_dir, clip, clip_faces, ref_a, ref_b, out / f"point{point}", device, frames)
+        frames_picture(clip, out / f"point{point}" / "swapped.mp4", clip_faces, out / f"point{point}.jpg")
         curve.append({"point": point, "train_minutes": round(trained_s / 60, 2), "iteration": iteration,
                       "images_per_s": rate, **scores, "score_seconds": round(time.perf_counter() - start, 1)})
         print(json.dumps(curve[-1]), flush=True)
     state = json.loads((model_dir / "state.json").read_text())
     return {"pair": {"a": str(a), "b": str(b)}, "model": model, "frozen": state["frozen"],
             "identity_weight": identity_weight, "init_from": state.get("init_from"), "seed": seed,
-            "minutes": None if iterations else minutes, "iterations": iterations or None, "points": points, "clip_seconds": clip_seconds, "frames": frames or "all distinct",
-            "controls": controls, "curve": curve}
+            "train": train or {}, "minutes": None if iterations else minutes, "iterations": iterations or None,
+            "points": points, "clip_seconds": clip_seconds, "frames": frames or "all distinct",
+            "controls": ready["controls"], "curve": curve}
 
 
 def plot(result: dict) -> bytes:
@@ -246,14 +299,23 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--identity-weight", type=float, default=0.0, help="train.identity_weight (default 0: off)")
     parser.add_argument("--init-from", type=Path, default=None, help="train.init_from: a trained model folder")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--train", action="append", default=[], metavar="KEY=VALUE",
+                        help="any other train.* setting, e.g. --train region_loss=multiplier --train lr=1e-4")
     parser.add_argument("--device", default="auto")
     parser.add_argument("--clip-seconds", type=float, default=6.0, help="seconds of A scored (default 6)")
     parser.add_argument("--frames", type=int, default=0, help="frames evaluated per point (default 0: every distinct one)")
     parser.add_argument("--work", type=Path, default=ROOT / "bench" / "results" / "quality_work")
     parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "quality.json")
     args = parser.parse_args(argv)
+    from pipeline.errors import ConfigError
+
+    try:
+        settings = train_settings(args.train)
+    except ConfigError as error:
+        parser.error(str(error))
     result = run(args.a, args.b, args.minutes, args.points, args.model, args.width, args.device, args.work,
-                 args.clip_seconds, args.frames, args.identity_weight, args.init_from, args.seed, args.iterations)
+                 args.clip_seconds, args.frames, args.identity_weight, args.init_from, args.seed, args.iterations,
+                 settings)
     result["machine"] = machine_info()
     write_json(args.out, result)
     write_bytes(args.out.with_suffix(".png"), plot(result))
