@@ -124,7 +124,8 @@ def convert(video: Path, faces_dir: Path, model_dir: Path, out_path: Path, confi
 
     solid = _solid_fill(plans, protect.grow) if is_solid(config.fallback) else None
     report = check_output(written, info, protect, dev, progress, swapped_at=frame_log.swapped_at, solid=solid,
-                          swap_distances=frame_log.distances, original_faces=[_known_faces(p) for p in plans])
+                          swap_distances=frame_log.distances, original_faces=[_known_faces(p) for p in plans],
+                          frames=len(plans))
     where = publish(written, out_path, report, allow_leaks)
     seconds = time.perf_counter() - start
     frame_log.write_csv(frames_csv_path(out_path), report)

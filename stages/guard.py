@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
-from typing import Callable, Iterable, Sequence
+from typing import Callable, Sequence
 
 import numpy as np
 
@@ -54,39 +54,79 @@ def drop_matching(found: list[np.ndarray], keep_out: Callable[[int, np.ndarray],
 
 def hold(found: Sequence[np.ndarray], hold_frames: int, track_gap: int) -> list[list[Region]]:
     """Regions to hide per frame: detections, tracks interpolated over gaps, and holds around detections."""
-    count = len(found)
-    regions: list[list[Region]] = [[] for _ in range(count)]
-    for track in _link(found, track_gap):
-        frames = sorted(track)
-        for i in frames:
-            regions[i].append(Region(track[i], "detected"))
-        for a, b in zip(frames, frames[1:]):
-            for i in range(a + 1, b):
-                t = (i - a) / (b - a)
-                regions[i].append(Region((1 - t) * track[a] + t * track[b], "tracked"))
-        for i in frames:
-            for j in range(max(0, i - hold_frames), min(count, i + hold_frames + 1)):
-                if j not in track and not (frames[0] < j < frames[-1]):
-                    regions[j].append(Region(track[i], "held"))
-    return regions
+    holder = StreamingHold(hold_frames, track_gap)
+    regions = [r for boxes in found for _, r in holder.push(boxes)]
+    return regions + [r for _, r in holder.finish()]
 
 
-def _link(found: Sequence[np.ndarray], track_gap: int) -> Iterable[dict[int, np.ndarray]]:
-    """Greedy frame-to-frame linking: a box joins the live track whose last box is nearest (within a face)."""
-    live: list[dict[int, np.ndarray]] = []
-    done: list[dict[int, np.ndarray]] = []
-    for i, boxes in enumerate(found):
+class StreamingHold:
+    """`hold` one frame at a time, for a pass that decodes the video once: push each frame's detections in
+    order; a frame's regions come out as soon as no later detection can change them, which is `lag` frames
+    later (a track whose last detection is before a frame either continues within track_gap + 1 frames or
+    ends; a detection holds at most `hold` frames back). Memory: the live tracks and `lag` frames of boxes."""
+
+    def __init__(self, hold_frames: int, track_gap: int) -> None:
+        self.hold_frames, self.track_gap = hold_frames, track_gap
+        self.lag = max(hold_frames, track_gap + 1)
+        self._live: list[dict[int, np.ndarray]] = []
+        self._ended: list[dict[int, np.ndarray]] = []  # ended tracks that may still hold frames not yet out
+        self._count = 0   # frames pushed
+        self._out = 0     # frames whose regions were given out
+
+    def push(self, boxes: np.ndarray) -> list[tuple[int, list[Region]]]:
+        """Add frame `n`'s (k, >=4) boxes; returns (frame, regions) of every frame that became final."""
+        boxes = np.asarray(boxes, np.float32)
+        self._link(self._count, boxes if boxes.size else np.zeros((0, 5), np.float32))
+        self._count += 1
+        return self._give(self._count - self.lag)
+
+    def finish(self) -> list[tuple[int, list[Region]]]:
+        """Every frame not given out yet (the video ended: no track continues)."""
+        self._ended += self._live
+        self._live = []
+        return self._give(self._count)
+
+    def _give(self, upto: int) -> list[tuple[int, list[Region]]]:
+        out = []
+        while self._out < upto:
+            out.append((self._out, self._regions(self._out)))
+            self._out += 1
+        # An ended track is no longer needed once every frame it can touch was given out.
+        self._ended = [t for t in self._ended if _last(t) + self.hold_frames >= self._out]
+        return out
+
+    def _regions(self, j: int) -> list[Region]:
+        # Within a track detections are at most track_gap + 1 frames apart, so the detections around j are
+        # found by looking that far each way: O(track_gap) per track, whatever the track's length.
+        reach = self.track_gap + 1
+        regions: list[Region] = []
+        for track in self._ended + self._live:
+            if j in track:
+                regions.append(Region(track[j], "detected"))
+                continue
+            a = next((k for k in range(j - 1, j - reach - 1, -1) if k in track), None)
+            b = next((k for k in range(j + 1, j + reach + 1) if k in track), None)
+            if a is not None and b is not None:
+                t = (j - a) / (b - a)
+                regions.append(Region((1 - t) * track[a] + t * track[b], "tracked"))
+            else:
+                regions += [Region(track[k], "held") for k in range(j - self.hold_frames, j + self.hold_frames + 1)
+                            if k in track]
+        return regions
+
+    def _link(self, i: int, boxes: np.ndarray) -> None:
+        """Greedy frame-to-frame linking: a box joins the live track whose last box is nearest (within a face)."""
         still = []
-        for track in live:
-            (done if i - max(track) > track_gap + 1 else still).append(track)
-        live = still
+        for track in self._live:
+            (self._ended if i - _last(track) > self.track_gap + 1 else still).append(track)
+        live = self._live = still
         taken: set[int] = set()
         for box in sorted(boxes[:, :4], key=lambda b: -(b[2] - b[0]) * (b[3] - b[1])) if len(boxes) else []:
             best, best_d = None, None
             for k, track in enumerate(live):
                 if k in taken:
                     continue
-                last = track[max(track)]
+                last = track[_last(track)]
                 d = _centre_distance(box, last)
                 if d <= 0.6 * max(last[2] - last[0], box[2] - box[0]) and (best_d is None or d < best_d):
                     best, best_d = k, d
@@ -96,7 +136,10 @@ def _link(found: Sequence[np.ndarray], track_gap: int) -> Iterable[dict[int, np.
             else:
                 live[best][i] = box.astype(np.float64)
                 taken.add(best)
-    return done + live
+
+
+def _last(track: dict[int, np.ndarray]) -> int:
+    return next(reversed(track))  # frames are added in order
 
 
 def _centre_distance(a: np.ndarray, b: np.ndarray) -> float:

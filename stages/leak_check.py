@@ -30,7 +30,6 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass, field
-from itertools import zip_longest
 from pathlib import Path
 from typing import Any, Callable, Mapping, Sequence
 
@@ -126,16 +125,21 @@ def check_output(written: Path, original: MediaInfo, config: ProtectConfig, devi
                  progress: bool, swapped_at: Mapping[int, tuple[float, float, float, float]] | None = None,
                  solid: Callable[[int, tuple[int, int]], np.ndarray | None] | None = None,
                  swap_distances: Mapping[int, float] | None = None,
-                 original_faces: Sequence[np.ndarray] | None = None) -> LeakReport:
+                 original_faces: Sequence[np.ndarray] | None = None, frames: int | None = None,
+                 bar: Any = None) -> LeakReport:
     """Check every `config.check_every`-th frame of `written` against `original`.
 
     swapped_at: frame -> (x0, y0, x1, y1) of the swapped target's face, where convert pasted a swap.
     solid: frame, (h, w) -> uint8 mask of the solid fills drawn in that frame (None: none).
     original_faces: per frame, (n, >=4) boxes x0, y0, x1, y1 of the faces the pass found in the original.
+    frames: how many frames the pass decoded from the original (None: the check decodes it to count them).
+    bar: a progress bar to advance per frame read (the caller's), else one of the check's own.
+
+    The output is decoded once; the original only where a found face needs its distance measured (usually
+    nowhere), and to count its frames when `frames` is not given.
     """
     swapped_at = swapped_at or {}
     swap_distances = swap_distances or {}
-    faces_of = _OriginalFaces(original_faces)
     # Frame counts are compared as decoded, both streams to their end: a container's own count is an
     # estimate for variable-frame-rate sources (no_face.mp4: 98 by the header, 95 decoded).
     out_info = probe(written)
@@ -143,40 +147,58 @@ def check_output(written: Path, original: MediaInfo, config: ProtectConfig, devi
     confirm = _LazySearch(config.search, device, config.min_face)
     identity = _LazyIdentity()
     report = LeakReport(checker=config.checker, every=config.check_every, threshold=config.match_threshold)
-    batch: list[tuple[int, np.ndarray, np.ndarray]] = []
-    with progress_bar(original.frames, f"leak check {written.name}", "frame", progress) as bar:
-        decoded = written_count = 0
-        for pair_out, pair_src in zip_longest(iter_frames(out_info), iter_frames(original)):
-            written_count += pair_out is not None
-            decoded += pair_src is not None
-            if pair_out is None or pair_src is None:
-                continue
-            (index, out), (_, src) = pair_out, pair_src
-            bar.update(1)
+    found: list[_Found] = []
+    batch: list[tuple[int, np.ndarray]] = []
+    written_count = 0
+    with progress_bar(original.frames, f"leak check {written.name}", "frame", progress and bar is None) as own:
+        step = bar if bar is not None else own
+        for index, out in iter_frames(out_info):
+            written_count += 1
             if index % config.check_every:
                 continue
-            batch.append((index, out, src))
+            step.update(1)
+            batch.append((index, out))
             if len(batch) == config.batch_size:
-                _check_batch(batch, checker, confirm, identity, swapped_at, swap_distances, solid, faces_of, report)
+                found += _check_batch(batch, checker, confirm, identity, swapped_at, swap_distances, solid, report)
                 batch = []
         if batch:
-            _check_batch(batch, checker, confirm, identity, swapped_at, swap_distances, solid, faces_of, report)
+            found += _check_batch(batch, checker, confirm, identity, swapped_at, swap_distances, solid, report)
+    decoded = _measure_against_original(found, original, original_faces, identity, frames is None)
+    decoded = decoded if frames is None else frames
     if written_count != decoded:
         raise DeidError(f"{written}: {written_count} frames decoded from the output for {decoded} in {original.path}; "
                         "the output is incomplete: run the command again")
+    for hit in found:
+        leak = Leak(hit.frame, hit.box, hit.kind, hit.distance)
+        if hit.kind == "swap matches":
+            if hit.distance is not None and hit.distance < report.threshold:
+                report.leaks.append(leak)
+        else:
+            (report.leaks if hit.confirmed else report.unconfirmed).append(leak)
     if report.leaks:
         log.warning("leak check: %d face(s) in %d of %d checked frames, first: frame %d, %s", len(report.leaks),
                     len(report.by_frame()), report.frames_checked, report.leaks[0].frame, report.leaks[0].describe())
     return report
 
 
-def _check_batch(batch: list[tuple[int, np.ndarray, np.ndarray]], checker, confirm: "_LazySearch",
-                 identity: _LazyIdentity,
+@dataclass
+class _Found:
+    """A face the checker found in the output; its distance to the original is measured after the pass."""
+
+    frame: int
+    box: tuple[float, float, float, float]  # x, y, w, h
+    kind: str                               # "face found" | "swap matches"
+    confirmed: bool
+    embedding: np.ndarray | None            # of the output face (None: too small to fit)
+    distance: float | None = None
+
+
+def _check_batch(batch: list[tuple[int, np.ndarray]], checker, confirm: "_LazySearch", identity: _LazyIdentity,
                  swapped_at: Mapping[int, tuple[float, float, float, float]], swap_distances: Mapping[int, float],
-                 solid: Callable[[int, tuple[int, int]], np.ndarray | None] | None, faces_of: "_OriginalFaces",
-                 report: LeakReport) -> None:
-    found = checker.find([out for _, out, _ in batch])
-    for (index, out, src), boxes in zip(batch, found):
+                 solid: Callable[[int, tuple[int, int]], np.ndarray | None] | None,
+                 report: LeakReport) -> list[_Found]:
+    found: list[_Found] = []
+    for (index, out), boxes in zip(batch, checker.find([out for _, out in batch])):
         report.frames_checked += 1
         fills = solid(index, out.shape[:2]) if solid is not None and len(boxes) else None
         for box in boxes:
@@ -185,14 +207,43 @@ def _check_batch(batch: list[tuple[int, np.ndarray, np.ndarray]], checker, confi
                 continue
             xywh = (float(box[0]), float(box[1]), float(box[2] - box[0]), float(box[3] - box[1]))
             if index in swapped_at and box_inside(box, swapped_at[index]):
-                distance = swap_distances.get(index)
-                if distance is None:
-                    distance = _distance(identity, out, src, box)
-                if distance is not None and distance < report.threshold:
-                    report.leaks.append(Leak(index, xywh, "swap matches", distance))
+                known = swap_distances.get(index)
+                embedding = _embed(identity, out, box) if known is None else None
+                found.append(_Found(index, xywh, "swap matches", True, embedding, known))
                 continue
-            leak = Leak(index, xywh, "face found", faces_of.nearest(identity, index, out, src, box))
-            (report.leaks if _confirmed(box, out, confirm) else report.unconfirmed).append(leak)
+            found.append(_Found(index, xywh, "face found", _confirmed(box, out, confirm), _embed(identity, out, box)))
+    return found
+
+
+def _measure_against_original(found: list[_Found], original: MediaInfo, original_faces: Sequence[np.ndarray] | None,
+                              identity: _LazyIdentity, count: bool) -> int:
+    """Fill in each found face's distance from the original frames it needs; returns the frames decoded
+    (all of them when `count`, else only up to the last frame needed)."""
+    faces_of = _OriginalFaces(original_faces)
+    needed: dict[int, list[_Found]] = {}
+    for hit in found:
+        if hit.embedding is not None and hit.distance is None:
+            needed.setdefault(hit.frame, []).append(hit)
+    if not needed and not count:
+        return 0
+    decoded = 0
+    last = max(needed, default=-1)
+    for index, src in iter_frames(original):
+        decoded += 1
+        for hit in needed.get(index, []):
+            if hit.kind == "swap matches":
+                reference = _embed(identity, src, _xyxy(hit.box))
+                hit.distance = None if reference is None else float(np.linalg.norm(hit.embedding - reference))
+            else:
+                hit.distance = faces_of.nearest(identity, index, src, hit.embedding)
+        if index >= last and not count:
+            break
+    return decoded
+
+
+def _xyxy(box: tuple[float, float, float, float]) -> np.ndarray:
+    x, y, w, h = box
+    return np.array([x, y, x + w, y + h], np.float64)
 
 
 SOLID_COVER = 0.6
@@ -251,15 +302,14 @@ class _OriginalFaces:
         self._faces = faces
         self._embedded: dict[int, list[np.ndarray]] = {}
 
-    def nearest(self, identity: _LazyIdentity, index: int, out: np.ndarray, src: np.ndarray,
-                box: np.ndarray) -> float | None:
-        """Distance from the output face at `box` to the nearest face of original frame `index` (None: none known)."""
+    def nearest(self, identity: _LazyIdentity, index: int, src: np.ndarray, found: np.ndarray) -> float | None:
+        """Distance from an output face's embedding to the nearest face of original frame `index` (None: none
+        known)."""
         if self._faces is None or index >= len(self._faces) or not len(self._faces[index]):
             return None
         if index not in self._embedded:
             self._embedded[index] = [e for e in (_embed(identity, src, b) for b in self._faces[index]) if e is not None]
-        found = _embed(identity, out, box)
-        if found is None or not self._embedded[index]:
+        if not self._embedded[index]:
             return None
         return float(min(np.linalg.norm(found - e) for e in self._embedded[index]))
 
@@ -284,10 +334,3 @@ def _embed(identity: _LazyIdentity, image: np.ndarray, box: np.ndarray) -> np.nd
     cx, cy = x0 + w / 2, y0 + h / 2 + MTCNN_TO_DLIB_SHIFT * h
     rect = Rect(cx - side / 2, cy - side / 2, side, side)
     return identity.embed_boxes(image, [rect])[0].astype(np.float64)
-
-
-def _distance(identity: _LazyIdentity, out: np.ndarray, src: np.ndarray, box: np.ndarray) -> float | None:
-    """Distance between the output and the original at the same box: for the swapped target only, whose
-    pixels the swap replaced (None if it cannot be fitted)."""
-    a, b = _embed(identity, out, box), _embed(identity, src, box)
-    return None if a is None or b is None else float(np.linalg.norm(a - b))

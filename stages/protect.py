@@ -1,8 +1,13 @@
 """`deid protect`: hide every face of a video, no donor and no training, and prove it with the leak check.
 
-    search (every frame, recall-tuned detector) -> hold (tracks, gaps, time window) -> hide -> write
-    -> leak check (another detector + face_recognition) -> repair -> ... -> publish, or keep aside as
-    <name>.leaky.mp4
+    one decode: search (every frame, recall-tuned detector, batched) -> hold (tracks, gaps, time window;
+    a look-ahead of max(hold, track_gap + 1) frames) -> hide -> encode, then
+    leak check (reads the output: another detector + face_recognition) -> repair -> ... -> publish, or keep
+    aside as <name>.leaky.mp4
+
+The original is decoded once when the check finds nothing: the frames wait in a look-ahead buffer only
+until the detections after them are known (memory: that buffer and a search batch, not the video's
+length), and the check reads the original again only for the frames where it found a face.
 
 Repair, then verify: every face the leak check finds, confirmed or not, joins the search's detections
 (so it is tracked and held in time like one), the video is hidden and written again from the original
@@ -20,6 +25,7 @@ import csv
 import io
 import logging
 import time
+from collections import deque
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Sequence
@@ -27,12 +33,13 @@ from typing import Any, Callable, Sequence
 import numpy as np
 
 from models.device import resolve_device
-from models.search import make_search
+from models.search import FaceSearch, make_search
 from pipeline.atomic import writable_folder, write_text
 from pipeline.errors import DeidError
-from stages.guard import Region, hold, scan
+from stages.guard import Region, StreamingHold, hold
 from stages.leak_check import Leak, LeakReport, check_output
 from stages.media import MediaInfo, iter_frames, probe
+from stages.phase_clock import PhaseClock
 from stages.obfuscate import box_region, face_region_mask, is_solid, is_weak, obfuscate
 from stages.progress import progress_bar
 from stages.protect_config import ProtectConfig
@@ -72,19 +79,26 @@ def protect_video(video: Path, out_path: Path, config: ProtectConfig, device: st
     warn_if_weak(config.method, f"{label} --method")
     dev = resolve_device(device)
     start = time.perf_counter()
-    found = scan(info, make_search(config.search, dev, config.min_face), config.batch_size, progress, info.path.name)
+    clock = PhaseClock()
     written = unchecked_path(out_path)
-    repairs: list[list[Leak]] = []  # per repair round, the hits it hid
-    while True:
-        regions = hold(_with_repairs(found, repairs), config.hold, config.track_gap)
-        rows = _write(info, written, regions, known, config, crf, progress)
-        report = check_output(written, info, config, dev, progress, solid=_solid_mask(regions, known, config),
-                              original_faces=found)
-        if not report.hits or len(repairs) >= config.repair_rounds:
-            break
-        repairs.append(report.hits)
-        log.info("%s: repair round %d: hiding %d face(s) the leak check found in %d frame(s), then checking again",
-                 info.path.name, len(repairs), len(report.hits), len({h.frame for h in report.hits}))
+    checked = -(-info.frames // config.check_every)
+    with progress_bar(info.frames + checked, f"protect {info.path.name}", "frame", progress) as bar:
+        found, regions, rows = _search_hide_write(info, written, make_search(config.search, dev, config.min_face),
+                                                  known, config, crf, clock, bar)
+        repairs: list[list[Leak]] = []  # per repair round, the hits it hid
+        while True:
+            with clock.phase("check"):
+                report = check_output(written, info, config, dev, False, solid=_solid_mask(regions, known, config),
+                                      original_faces=found, frames=len(found), bar=bar)
+            if not report.hits or len(repairs) >= config.repair_rounds:
+                break
+            repairs.append(report.hits)
+            log.info("%s: repair round %d: hiding %d face(s) the leak check found in %d frame(s), then checking "
+                     "again", info.path.name, len(repairs), len(report.hits), len({h.frame for h in report.hits}))
+            bar.total += len(found) + checked
+            with clock.phase("repair"):
+                regions = hold(_with_repairs(found, repairs), config.hold, config.track_gap)
+                rows = _write(info, written, regions, known, config, crf, bar)
     report.fail_closed()
     where = publish(written, out_path, report, allow_leaks)
     _write_frames_csv(frames_csv_path(out_path), rows, report, repairs)
@@ -96,7 +110,8 @@ def protect_video(video: Path, out_path: Path, config: ProtectConfig, device: st
                "repair": {"rounds": len(repairs), "found": [len(hits) for hits in repairs],
                           "repaired": sum(len(hits) for hits in repairs)},
                "leak_check": report.as_json(), "seconds": round(seconds, 2),
-               "frames_per_second": round(info.frames / seconds, 2) if seconds else None}
+               "frames_per_second": round(len(found) / seconds, 2) if seconds else None,
+               "seconds_by_phase": clock.as_json()}
     if info.damage:
         summary["damaged_input"] = info.damage
     log.info("%s: %s on %d faces found in %d/%d frames (+%d held or tracked regions); leak check %s: %d found and "
@@ -131,19 +146,64 @@ def _solid_mask(regions: list[list[Region]], known: Sequence[Sequence[Hull]] | N
     return solid
 
 
-def _write(info: MediaInfo, written: Path, regions: list[list[Region]], known: Sequence[Sequence[Hull]] | None,
-           config: ProtectConfig, crf: int, progress: bool) -> list[list[Any]]:
+def _search_hide_write(info: MediaInfo, written: Path, search: FaceSearch, known: Sequence[Sequence[Hull]] | None,
+                       config: ProtectConfig, crf: int, clock: PhaseClock,
+                       bar: Any) -> tuple[list[np.ndarray], list[list[Region]], list[list[Any]]]:
+    """The pass, on one decode: each frame waits in a look-ahead buffer until its regions are final."""
+    holder = StreamingHold(config.hold, config.track_gap)
+    found: list[np.ndarray] = []
+    regions: list[list[Region]] = []
     rows: list[list[Any]] = []
-    with VideoWriter(written, info, crf=crf, audio=config.audio == "keep") as writer, \
-            progress_bar(info.frames, f"hide {info.path.name}", "frame", progress) as bar:
+    waiting: deque[np.ndarray] = deque()
+    batch: list[np.ndarray] = []
+    with VideoWriter(written, info, crf=crf, audio=config.audio == "keep") as writer:
+        def write_final(final: list[tuple[int, list[Region]]]) -> None:
+            for index, here in final:
+                regions.append(here)
+                rows.append(_hide_and_write(index, waiting.popleft(), here, known, config, writer, clock))
+                bar.update(1)
+
+        def search_batch() -> None:
+            with clock.phase("search"):
+                boxes = search.find(batch)
+            for frame, frame_boxes in zip(batch, boxes):
+                found.append(frame_boxes)
+                waiting.append(frame)
+                write_final(holder.push(frame_boxes))
+            batch.clear()
+
+        for _, frame in clock.timed("decode", iter_frames(info)):
+            batch.append(frame)
+            if len(batch) == config.batch_size:
+                search_batch()
+        if batch:
+            search_batch()
+        write_final(holder.finish())
+    return found, regions, rows
+
+
+def _hide_and_write(index: int, frame: np.ndarray, here: list[Region], known: Sequence[Sequence[Hull]] | None,
+                    config: ProtectConfig, writer: VideoWriter, clock: PhaseClock) -> list[Any]:
+    """Hide one frame's regions and hulls, encode it; its frames.csv row."""
+    hulls = known[index] if known is not None and index < len(known) else []
+    with clock.phase("hide"):
+        out = hide(frame, here, hulls, config)
+    with clock.phase("encode"):
+        writer.write(out)
+    counts = {why: sum(1 for r in here if r.why == why) for why in ("detected", "tracked", "held")}
+    status = "protected" if here or hulls else "no face"
+    return [index, status, counts["detected"], counts["tracked"], counts["held"], len(hulls)]
+
+
+def _write(info: MediaInfo, written: Path, regions: list[list[Region]], known: Sequence[Sequence[Hull]] | None,
+           config: ProtectConfig, crf: int, bar: Any) -> list[list[Any]]:
+    """A repair round: the original decoded again and hidden with the regions known now."""
+    rows: list[list[Any]] = []
+    clock = PhaseClock()
+    with VideoWriter(written, info, crf=crf, audio=config.audio == "keep") as writer:
         for index, frame in iter_frames(info):
-            here = regions[index] if index < len(regions) else []
-            hulls = known[index] if known is not None and index < len(known) else []
-            out = hide(frame, here, hulls, config)
-            writer.write(out)
-            counts = {why: sum(1 for r in here if r.why == why) for why in ("detected", "tracked", "held")}
-            status = "protected" if here or hulls else "no face"
-            rows.append([index, status, counts["detected"], counts["tracked"], counts["held"], len(hulls)])
+            rows.append(_hide_and_write(index, frame, regions[index] if index < len(regions) else [], known, config,
+                                        writer, clock))
             bar.update(1)
         if writer.frames != len(regions):
             raise DeidError(f"{info.path}: decoded {writer.frames} frames on the second pass but {len(regions)} on the "
