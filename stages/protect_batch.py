@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import logging
 import sys
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Sequence
@@ -28,7 +29,7 @@ import pandas as pd
 from pipeline.atomic import write_json, write_text
 from pipeline.errors import DeidError, LeakError
 from pipeline.locks import folder_lock
-from stages.media import IMAGE_SUFFIXES, ffmpeg_path, require_ffmpeg
+from stages.media import IMAGE_SUFFIXES, ffmpeg_path, probe, require_ffmpeg
 from stages.protect import protect_video
 from stages.protect_config import ProtectConfig
 from stages.publish import refuse_to_replace, same_file
@@ -127,8 +128,11 @@ def protect_many(inputs: Sequence[Path], out_dir: Path, config: ProtectConfig, c
     found = expand_inputs(inputs, out_dir, recursive)
     out_dir.mkdir(parents=True, exist_ok=True)
     with folder_lock(out_dir, f"deid protect -o {out_dir}"):
-        rows = [_protect_one(video, out, config, crf, device, allow_leaks, progress, allow_damaged)
-                for video, out in found.videos]
+        folder = _FolderProgress([video for video, _ in found.videos], progress)
+        rows = []
+        for video, out in found.videos:
+            rows.append(_protect_one(video, out, config, crf, device, allow_leaks, progress, allow_damaged))
+            folder.clip_done(video)
         _write_summary(out_dir, rows, found.skipped, config)
     for path, why in found.skipped:
         print(f"skipped {path}: {why}")
@@ -142,6 +146,35 @@ def protect_many(inputs: Sequence[Path], out_dir: Path, config: ProtectConfig, c
         return 2
     ok = all(r["status"] == "published" or (allow_leaks and r["status"].startswith("published")) for r in rows)
     return 0 if ok else 1
+
+
+class _FolderProgress:
+    """A line per finished clip when a folder has several: clips and frames done, frames/s, ETA for the rest
+    (each clip's own bar shows its frames/s and ETA)."""
+
+    def __init__(self, videos: list[Path], enabled: bool) -> None:
+        self.enabled = enabled and len(videos) > 1
+        self.frames = {v: _frame_count(v) for v in videos} if self.enabled else {}
+        self.done: list[Path] = []
+        self.start = time.monotonic()
+
+    def clip_done(self, video: Path) -> None:
+        if not self.enabled:
+            return
+        self.done.append(video)
+        done = sum(self.frames[v] for v in self.done)
+        total = sum(self.frames.values())
+        rate = done / max(time.monotonic() - self.start, 1e-9)
+        eta = (total - done) / rate if rate > 0 else float("inf")
+        log.info("folder: %d/%d clips, %d/%d frames (%.1f frames/s, ETA %.0f s)", len(self.done), len(self.frames),
+                 done, total, rate, eta)
+
+
+def _frame_count(video: Path) -> int:
+    try:
+        return probe(video).frames
+    except DeidError:
+        return 0  # a clip that cannot be probed fails on its own, with its reason
 
 
 def _protect_one(video: Path, out: Path, config: ProtectConfig, crf: int, device: str, allow_leaks: bool,
@@ -166,7 +199,7 @@ def _numbers(summary: dict[str, Any]) -> dict[str, Any]:
     return {"frames": summary["frames"], "faces_found": summary["faces_detected"],
             "regions_hidden": summary["regions_hidden"], "repaired": summary["repair"]["repaired"],
             "leaks": summary["leak_check"]["leaks"], "frames_per_second": summary["frames_per_second"],
-            "output": summary["output"]}
+            "seconds_by_phase": summary.get("seconds_by_phase"), "output": summary["output"]}
 
 
 def _write_summary(out_dir: Path, rows: list[dict[str, Any]], skipped: list[tuple[Path, str]],

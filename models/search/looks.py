@@ -24,6 +24,48 @@ _MERGE_IOU = 0.4
 _INSIDE = 0.85  # share of a box's area inside a larger kept box that makes it redundant
 
 Detect = Callable[[Sequence[np.ndarray], float], list[np.ndarray]]  # (frames, scale) -> per frame (n, 5)
+# Pixels the network sees per call, after scaling: the detector's activations grow with them, so this bounds
+# memory whatever the resolution (a batch of 8 4K frames at the 1.17x fine scale was 91 MP: over 16 GB).
+PIXEL_BUDGET = 4_000_000
+TILE_OVERLAP_NET_PX = 160  # tiles of the fine pass overlap by more than the largest face it must find whole
+                           # (bigger faces are the coarse pass's, which sees the frame at ~360 px)
+
+
+def bounded(detect: Detect, budget: int = PIXEL_BUDGET) -> Detect:
+    """`detect` run on chunks of frames within `budget` scaled pixels per call, and a frame larger than
+    that on overlapping tiles (boxes shifted back and merged): same faces, memory bounded."""
+    def run(frames: Sequence[np.ndarray], scale: float) -> list[np.ndarray]:
+        if not frames:
+            return []
+        h, w = frames[0].shape[:2]
+        per_frame = h * w * scale * scale
+        if per_frame > budget:
+            return [_tiled(detect, frame, scale, budget) for frame in frames]
+        step = max(1, int(budget // per_frame))
+        return [boxes for i in range(0, len(frames), step) for boxes in detect(frames[i:i + step], scale)]
+    return run
+
+
+def _tiled(detect: Detect, frame: np.ndarray, scale: float, budget: int) -> np.ndarray:
+    h, w = frame.shape[:2]
+    overlap = int(np.ceil(TILE_OVERLAP_NET_PX / scale))
+    side = max(2 * overlap, int(np.sqrt(budget) / scale))  # a square tile of `budget` scaled pixels
+    parts = []
+    for y in _starts(h, side, overlap):
+        for x in _starts(w, side, overlap):
+            tile = np.ascontiguousarray(frame[y:y + side, x:x + side])
+            boxes = detect([tile], scale)[0].copy()
+            boxes[:, [0, 2]] += x
+            boxes[:, [1, 3]] += y
+            parts.append(boxes)
+    return merge(parts)
+
+
+def _starts(length: int, side: int, overlap: int) -> list[int]:
+    if length <= side:
+        return [0]
+    count = int(np.ceil((length - overlap) / (side - overlap)))
+    return [round(i * (length - side) / (count - 1)) for i in range(count)]
 
 
 def coarse_scale(shape: tuple[int, ...], fine_scale: float) -> float | None:
@@ -54,6 +96,7 @@ def search_looks(frames: Sequence[np.ndarray], detect: Detect, fine_scale: float
     The two switches exist for bench/recall.py, which measures what each look adds."""
     if not frames:
         return []
+    detect = bounded(detect)
     looks = [detect(frames, fine_scale)]
     coarse = coarse_scale(frames[0].shape, fine_scale) if coarse_pass else None
     if coarse is not None:

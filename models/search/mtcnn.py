@@ -15,6 +15,7 @@ import torch
 
 from models.mtcnn import MTCNN
 from models.search import SEARCHES
+from models.search.looks import PIXEL_BUDGET
 
 THRESHOLDS = (0.6, 0.7, 0.8)
 
@@ -26,6 +27,16 @@ class MtcnnSearch:
         self._mtcnn = MTCNN(device=device, min_face_size=max(6, min_face), thresholds=THRESHOLDS)
 
     def find(self, frames: Sequence[np.ndarray]) -> list[np.ndarray]:
+        if not frames:
+            return []
+        # P-Net's first pyramid level is the frame at 12 / min_face: chunks within the pixel budget bound
+        # its memory (8 4K frames at once held ~2.6 GB in the first convolution alone).
+        h, w = frames[0].shape[:2]
+        per_frame = h * w * (12 / self._mtcnn.min_face_size) ** 2
+        step = max(1, int(PIXEL_BUDGET // per_frame))
+        return [boxes for i in range(0, len(frames), step) for boxes in self._find(frames[i:i + step])]
+
+    def _find(self, frames: Sequence[np.ndarray]) -> list[np.ndarray]:
         out = []
         for detections in self._mtcnn.detect(frames):
             rows = [(x, y, x + w, y + h, d.score) for d in detections for x, y, w, h in [d.box]]
