@@ -7,12 +7,16 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+from typing import TYPE_CHECKING
 
 from pipeline.config import CleanConfig, ExtractConfig, PipelineConfig
 from pipeline.errors import ConfigError
 from pipeline.runner import Manifest, run_stage
 from pipeline.settings_log import log_settings
 from pipeline.workflow import clean_spec, extract_spec
+
+if TYPE_CHECKING:
+    from stages.protect_config import ProtectConfig
 
 
 def _cli_error(command: str, exc: ConfigError, section: str) -> ConfigError:
