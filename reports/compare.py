@@ -29,7 +29,7 @@ from reports.summary import EvaluationSummary
 COLUMNS = ["name", "verdict", "OR-OR", "OR-SW", "SW-OR", "SW-SW", "re-id rate", "donor match", "SFace SW-OR",
            "SFace SW-SW", "re-id rate (SFace)", "donor match (SFace)", "no-face share",
            "parrot re-id rate", "AU PCC", "AU RMSE", "AU source", "landmark expression", "geometry PCC",
-           "pose MAE (deg)", "3DMM expression error", "3DMM PCC", "3DMM pose error (deg)", "frames"]
+           "pose MAE (deg)", "3DMM expression error", "3DMM PCC", "3DMM pose error (deg)", "frames", "threshold"]
 THREE_DMM = "3dmm"  # reports/metrics/expression_3dmm.py: its three columns above replace the generic one
 
 
@@ -99,6 +99,7 @@ def row_for(summary: EvaluationSummary, name: str) -> dict:
         "pose MAE (deg)": "n/a" if geo.get("pose_mae") is None else f"{geo['pose_mae']:.2f}",
         **_3dmm_cells(summary),
         "frames": reid.get("frames_sampled", "n/a"),
+        "threshold": f"{summary.threshold:g}",  # each run's own evaluate.threshold: its re-id and donor cells use it
         **{name: _pm(m) if m.get("computed") else "n/a" for name, m in summary.metrics.items()
            if name != THREE_DMM},
     }
@@ -115,13 +116,14 @@ def compare(run_dirs: Sequence[Path], out_dir: Path, names: Sequence[str] | None
         raise DeidError("deid compare needs at least one evaluate output folder")
     if names is not None and len(names) != len(run_dirs):
         raise DeidError(f"{len(names)} names for {len(run_dirs)} folders; give one name per folder or none")
-    rows, identity, au_rows = [], {}, []
+    rows, identity, au_rows, thresholds = [], {}, [], {}
     for i, run in enumerate(run_dirs):
         path = find_summary(Path(run))
         summary = EvaluationSummary.read(path)
         name = names[i] if names else (summary.name or _default_name(Path(run)))
         rows.append(row_for(summary, name))
         identity[name] = _read_csv(path.parent / "identity.csv")
+        thresholds[name] = summary.threshold
         if summary.au.get("computed"):
             table = _read_csv(path.parent / "au_preservation.csv")
             if table is not None:
@@ -132,7 +134,7 @@ def compare(run_dirs: Sequence[Path], out_dir: Path, names: Sequence[str] | None
     out_dir = Path(out_dir)
     write_text(out_dir / f"{stem}.csv", table.to_csv(index=False))
     write_text(out_dir / f"{stem}.md", to_markdown(table))
-    write_text(out_dir / f"{stem}.html", to_html(table, extra_html, _figure(identity), _au_html(au_rows)))
+    write_text(out_dir / f"{stem}.html", to_html(table, extra_html, _figure(identity, thresholds), _au_html(au_rows)))
     return table
 
 
@@ -143,15 +145,15 @@ def _read_csv(path: Path) -> pd.DataFrame | None:
         return None
 
 
-def _figure(identity: dict[str, pd.DataFrame | None]) -> str:
-    """The study's figure: per run, the four comparisons as box plots side by side."""
+def _figure(identity: dict[str, pd.DataFrame | None], thresholds: dict[str, float]) -> str:
+    """The study's figure: per run, the four comparisons as box plots side by side, each run's threshold."""
     runs = {name: t for name, t in identity.items() if t is not None and set(COMPARISONS) <= set(t.columns)}
     if not runs:
         return ""
     from reports.plots import comparisons_by_run
 
-    threshold = 0.6
-    return report_html.image_html(comparisons_by_run(runs, threshold), "identity distances per run")
+    return report_html.image_html(comparisons_by_run(runs, {n: thresholds[n] for n in runs}),
+                                  "identity distances per run")
 
 
 def _au_html(rows: list[dict]) -> str:
@@ -190,7 +192,8 @@ def to_html(table: pd.DataFrame, extra_html: str = "", figure: str = "", au: str
             "<style>body{font-family:sans-serif}table{border-collapse:collapse}td,th{border:1px solid #bbb;"
             "padding:3px 8px}th{background:#f0f0f0}img{max-width:100%}</style></head><body><h1>De-identification "
             f"and expression preservation across runs</h1>{html_table(table)}"
-            "<p>Distances: face_recognition (dlib ResNet, 128-d); below 0.6 = same person. OR-OR: original vs "
+            "<p>Distances: face_recognition (dlib ResNet, 128-d); below the run's threshold (column threshold, "
+            "evaluate.threshold, default 0.6) = same person. OR-OR: original vs "
             "the original's photo; OR-SW: original vs the donor's; SW-OR: swapped vs the original's (higher = "
             "identity hidden); SW-SW: swapped vs the donor's (lower = looks like the donor). Re-id rate: share "
             "of sampled frames within the threshold of the original person. SFace columns: the same faces by "

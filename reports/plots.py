@@ -118,8 +118,9 @@ def frame_strip(pairs: list[tuple[str, np.ndarray, np.ndarray]], references: lis
     return _png(fig)
 
 
-def comparisons_by_run(runs: dict[str, pd.DataFrame], threshold: float) -> bytes:
-    """The study's figure: for each run, the four comparisons as box plots side by side."""
+def comparisons_by_run(runs: dict[str, pd.DataFrame], thresholds: dict[str, float]) -> bytes:
+    """The study's figure: for each run, the four comparisons as box plots side by side, under that run's
+    own "same person" threshold (runs evaluated with different thresholds are drawn with theirs)."""
     fig, ax = plt.subplots(figsize=(max(6.5, 2.2 * len(runs)), 4))
     colours = dict(zip(COMPARISONS, ("tab:grey", "tab:olive", "tab:blue", "tab:orange")))
     for r, (name, table) in enumerate(runs.items()):
@@ -130,9 +131,11 @@ def comparisons_by_run(runs: dict[str, pd.DataFrame], threshold: float) -> bytes
                 box = ax.boxplot([values], positions=[r * 5 + c], widths=0.7, patch_artist=True)
                 box["boxes"][0].set_facecolor(colours[comparison])
     ax.set_xticks([r * 5 + 1.5 for r in range(len(runs))], list(runs), fontsize=8)
-    ax.axhline(threshold, color="crimson", linestyle="--", linewidth=1)
+    for r, name in enumerate(runs):
+        ax.hlines(thresholds[name], r * 5 - 0.5, r * 5 + 3.5, color="crimson", linestyle="--", linewidth=1)
     handles = [plt.Rectangle((0, 0), 1, 1, color=colours[c]) for c in COMPARISONS]
     ax.legend(handles, COMPARISONS, fontsize=7, loc="upper left", bbox_to_anchor=(1.0, 1.0))
     ax.set_ylabel("face_recognition distance")
-    ax.set_title(f"Identity distances per run (threshold {threshold:g})")
+    shown = sorted(set(thresholds.values()))
+    ax.set_title(f"Identity distances per run (threshold {', '.join(f'{t:g}' for t in shown)}: dashed)")
     return _png(fig)

@@ -218,6 +218,21 @@ def _summary(name: str, sw_or: float, reid: float, pcc: float | None, level: str
             "rmse_sd": 0.1, "reason": "disabled"})
 
 
+def test_compare_shows_each_runs_own_threshold(tmp_path):
+    # A run evaluated at a stricter threshold keeps it in compare's table and figure, not a fixed 0.6.
+    import dataclasses
+
+    for name, threshold in (("default", 0.6), ("strict", 0.5)):
+        (tmp_path / name).mkdir()
+        summary = dataclasses.replace(_summary(name, 0.7, 0.0, 0.8), threshold=threshold)
+        (tmp_path / name / "summary.json").write_text(json.dumps(summary.as_json()))
+        (tmp_path / name / "identity.csv").write_text("frame,OR-OR,OR-SW,SW-OR,SW-SW\n0,0.3,0.8,0.7,0.5\n")
+    table = compare([tmp_path / "default", tmp_path / "strict"], tmp_path / "out")
+    assert list(table["threshold"]) == ["0.6", "0.5"]
+    page = (tmp_path / "out" / "compare.html").read_text()
+    assert "identity distances per run" in page and "the run's threshold" in page
+
+
 def test_compare_table(tmp_path):
     for name, args in {"faceswap": (0.72, 0.02, 0.78), "blur": (0.9, 0.0, None)}.items():
         (tmp_path / name / "reports").mkdir(parents=True)
