@@ -101,3 +101,15 @@ def test_4k_protect_stays_within_3_gb(tmp_path):
     assert result.returncode == 0, result.stderr[-2000:]
     peak_gb = int(result.stdout.strip().splitlines()[-1]) / 1024 ** 2
     assert peak_gb < 3.0, f"peak RSS {peak_gb:.2f} GB"
+
+
+def test_a_folder_reports_its_frames_per_second_and_eta_after_each_clip(caplog):
+    from stages.protect_batch import _FolderProgress
+
+    clips = [VIDEO / "single_face.mp4", VIDEO / "talking_1.mp4"]
+    folder = _FolderProgress(clips, enabled=True)
+    with caplog.at_level("INFO", logger="deid.protect"):
+        folder.clip_done(clips[0])
+    line = caplog.messages[-1]
+    assert line.startswith("folder: 1/2 clips, 72/207 frames (") and "frames/s, ETA" in line
+    assert not _FolderProgress(clips[:1], enabled=True).enabled  # one clip: its own bar says it all
