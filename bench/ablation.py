@@ -31,7 +31,7 @@ sys.path.insert(0, str(ROOT))
 
 from bench.machine import machine_info  # noqa: E402
 from bench.quality import DATA, run  # noqa: E402
-from pipeline.atomic import write_json, write_text  # noqa: E402
+from core.atomic import write_json, write_text  # noqa: E402
 
 PAIRS = {"talking": (DATA / "talking_1.mp4", DATA / "talking_2.mp4"),
          "WolfgangLanger": (DATA / "WolfgangLanger_Pexels.mp4", DATA / "talking_2.mp4")}

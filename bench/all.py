@@ -30,7 +30,7 @@ from pathlib import Path
 from typing import Any, Mapping, Sequence
 
 from bench.machine import machine_info
-from pipeline.atomic import write_json
+from core.atomic import write_json
 
 ROOT = Path(__file__).resolve().parents[1]
 ALL: tuple[str, ...] = ("extract", "train", "convert", "evaluate")

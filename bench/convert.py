@@ -20,7 +20,7 @@ sys.path.insert(0, str(ROOT))
 import ffmpeg  # noqa: E402
 
 from bench.machine import machine_info  # noqa: E402
-from pipeline.atomic import write_json  # noqa: E402
+from core.atomic import write_json  # noqa: E402
 from pipeline.config import ConvertConfig, ExtractConfig  # noqa: E402
 from stages.convert import convert  # noqa: E402
 from stages.extract import extract  # noqa: E402

@@ -24,7 +24,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from bench.machine import machine_info  # noqa: E402
-from pipeline.atomic import write_json  # noqa: E402
+from core.atomic import write_json  # noqa: E402
 from reports import au  # noqa: E402
 from stages.evaluate import evaluate  # noqa: E402
 from stages.evaluate_config import EvaluateConfig  # noqa: E402

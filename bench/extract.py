@@ -19,7 +19,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from bench.machine import machine_info  # noqa: E402
-from pipeline.atomic import write_json  # noqa: E402
+from core.atomic import write_json  # noqa: E402
 from pipeline.config import ExtractConfig  # noqa: E402
 from stages.extract import extract  # noqa: E402
 from stages.media import iter_frames, probe  # noqa: E402

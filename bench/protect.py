@@ -39,7 +39,7 @@ import numpy as np  # noqa: E402
 
 from bench.crowd import build_crowd_clip  # noqa: E402
 from bench.machine import machine_info  # noqa: E402
-from pipeline.atomic import write_json  # noqa: E402
+from core.atomic import write_json  # noqa: E402
 from stages.media import iter_frames, probe  # noqa: E402
 
 DEFAULT_DATA = ROOT / "tests" / "data"

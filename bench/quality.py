@@ -36,7 +36,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from bench.machine import machine_info  # noqa: E402
-from pipeline.atomic import write_bytes, write_json  # noqa: E402
+from core.atomic import write_bytes, write_json  # noqa: E402
 from pipeline.config import ConvertConfig, ExtractConfig  # noqa: E402
 from stages.media import ffmpeg_path, iter_frames, probe  # noqa: E402
 
@@ -155,7 +155,7 @@ def train_settings(pairs: list[str]) -> dict:
     import dataclasses
     import typing
 
-    from pipeline.errors import ConfigError
+    from core.errors import ConfigError
     from stages.train_config import TrainConfig
 
     hints = typing.get_type_hints(TrainConfig)
@@ -307,7 +307,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--work", type=Path, default=ROOT / "bench" / "results" / "quality_work")
     parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "quality.json")
     args = parser.parse_args(argv)
-    from pipeline.errors import ConfigError
+    from core.errors import ConfigError
 
     try:
         settings = train_settings(args.train)

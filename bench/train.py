@@ -29,7 +29,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from bench.machine import machine_info  # noqa: E402
-from pipeline.atomic import write_json  # noqa: E402
+from core.atomic import write_json  # noqa: E402
 
 DATA = ROOT / "tests" / "data" / "video"
 

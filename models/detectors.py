@@ -12,8 +12,8 @@ from typing import Callable, Protocol, Sequence
 import numpy as np
 import torch
 
+from core.plugins import Registry
 from models.landmarks import Rect
-from pipeline.plugins import Registry
 
 
 @dataclass(frozen=True)

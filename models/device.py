@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import torch
 
-from pipeline.errors import DeidError
+from core.errors import DeidError
 
 
 def resolve_device(name: str) -> torch.device:

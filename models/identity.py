@@ -14,9 +14,9 @@ import dlib
 import numpy as np
 import torch
 
+from core.errors import DeidError
 from models.detectors import make_detector
 from models.landmarks import IdentityModel, LandmarkModel
-from pipeline.errors import DeidError
 
 log = logging.getLogger("deid.identity")
 

@@ -14,7 +14,7 @@ from typing import Sequence
 import dlib
 import numpy as np
 
-from pipeline.errors import DeidError
+from core.errors import DeidError
 
 
 def _model_paths() -> tuple[Path, Path]:

@@ -22,6 +22,7 @@ import importlib.util
 import math
 from dataclasses import dataclass
 from pathlib import Path
+
 import cv2
 import numpy as np
 

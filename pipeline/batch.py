@@ -17,11 +17,11 @@ from typing import Literal, Sequence
 
 import pandas as pd
 
-from pipeline.atomic import write_json, write_text
+from core.atomic import write_json, write_text
+from core.errors import ConfigError
 from pipeline.batch_manifest import load_batch
 from pipeline.batch_pair import PairResult, write_status
 from pipeline.donor_start import plan_donor_starts, with_start
-from pipeline.errors import ConfigError
 
 log = logging.getLogger("deid.batch")
 

@@ -18,10 +18,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterator
 
-from pipeline.atomic import write_json
+from core.atomic import write_json
+from core.errors import DeidError, disk_error
+from core.locks import file_lock, try_lock
 from pipeline.config import PipelineConfig, config_from_mapping
-from pipeline.errors import DeidError, disk_error
-from pipeline.locks import file_lock, try_lock
 from pipeline.runner import Manifest, StageOutcome, run_stage
 from pipeline.workflow import PairLayout, plan
 

@@ -13,7 +13,7 @@ import warnings
 from pathlib import Path
 from typing import Sequence
 
-from pipeline.errors import DeidError, disk_error
+from core.errors import DeidError, disk_error
 
 
 def _extract_args(parser: argparse.ArgumentParser) -> None:
@@ -101,7 +101,7 @@ def _protect_args(parser: argparse.ArgumentParser, method: bool = True) -> None:
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="deid", description="Video de-identification: face swap with proof.")
-    from pipeline.version import version_line
+    from core.version import version_line
 
     parser.add_argument("--version", action="version", version=version_line())
     parser.add_argument("-v", "--verbose", action="store_true", help="deid's debug logging: each stage's settings and decisions")

@@ -9,8 +9,8 @@ import argparse
 import dataclasses
 from typing import TYPE_CHECKING
 
+from core.errors import ConfigError
 from pipeline.config import CleanConfig, ExtractConfig, PipelineConfig
-from pipeline.errors import ConfigError
 from pipeline.runner import Manifest, run_stage
 from pipeline.settings_log import log_settings
 from pipeline.workflow import clean_spec, extract_spec

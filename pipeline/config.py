@@ -18,110 +18,16 @@ from typing import Any, Literal, Mapping
 
 import yaml
 
-from models.alignment import Centering
-
-from pipeline.errors import ConfigError
+from core.errors import ConfigError
+from core.settings import as_plain
+from stages.clean_config import CleanConfig
+from stages.convert_config import ConvertConfig
 from stages.evaluate_config import EvaluateConfig
+from stages.extract_config import ExtractConfig
 from stages.protect_config import ProtectConfig
 from stages.train_config import TrainConfig
 
 Device = Literal["auto", "cpu", "cuda"]
-MaskName = Literal["components", "extended"]
-
-
-@dataclass(frozen=True)
-class ExtractConfig:
-    detector: str = "mtcnn"  # a registered detector (models/detectors.py DETECTORS)
-    size: int = 256
-    centering: Centering = "head"
-    every: int = 1
-    detect_every: int = 1
-    min_face_size: int = 40
-    min_score: float = 0.9
-    detect_scale: float = 1.0
-    batch_size: int = 8
-    masks: tuple[MaskName, ...] = ("components", "extended")
-    identity: bool = False
-    save_frames: bool = False
-
-    def __post_init__(self) -> None:
-        from models.detectors import DETECTORS
-
-        DETECTORS.get(self.detector, "extract.detector")
-        _check_range("extract.size", self.size, 32, 2048)
-        _check_range("extract.every", self.every, 1, 100000)
-        _check_range("extract.detect_every", self.detect_every, 1, 1000)
-        _check_range("extract.min_face_size", self.min_face_size, 12, 4096)
-        _check_range("extract.batch_size", self.batch_size, 1, 1024)
-        if not 0.0 <= self.min_score <= 1.0:
-            raise ConfigError(f"extract.min_score must be in 0..1, got {self.min_score}")
-        if not 0.05 <= self.detect_scale <= 1.0:
-            raise ConfigError(f"extract.detect_scale must be in 0.05..1.0, got {self.detect_scale}")
-
-
-ReferenceMode = Literal["mean", "closest"]
-
-
-@dataclass(frozen=True)
-class CleanConfig:
-    threshold: float = 0.6
-    reference_mode: ReferenceMode = "mean"
-    min_size: int = 40
-    blur: bool = True
-    blur_ratio: float = 0.35
-    max_landmark_distance: float = 0.1
-    max_yaw: float = 50.0
-    max_pitch: float = 40.0
-    dedupe: bool = False
-    dedupe_threshold: float = 3.0
-    max_faces: int = 0
-
-    def __post_init__(self) -> None:
-        if not 0.0 < self.threshold < 2.0:
-            raise ConfigError(f"clean.threshold must be in 0..2 (face_recognition distance), got {self.threshold}")
-        _check_range("clean.min_size", self.min_size, 0, 4096)
-        _check_range("clean.max_faces", self.max_faces, 0, 10**7)
-        for key in ("blur_ratio", "max_landmark_distance", "max_yaw", "max_pitch", "dedupe_threshold"):
-            if getattr(self, key) < 0:
-                raise ConfigError(f"clean.{key} must be >= 0, got {getattr(self, key)}")
-
-
-SmoothingName = Literal["one-euro", "none"]
-
-
-@dataclass(frozen=True)
-class ConvertConfig:
-    fallback: str = "black"  # a registered obfuscation (stages/obfuscation/), or none
-    color: str = "avg"       # a registered colour correction (stages/colour/)
-    mask: str = "extended"   # a registered mask (stages/masks/)
-    mask_erosion: float = 0.03
-    mask_blur: float = 0.025
-    smoothing: SmoothingName = "one-euro"
-    smooth_min_cutoff: float = 1.0
-    smooth_beta: float = 0.05
-    max_gap: int = 5
-    crf: int = 18
-    batch_size: int = 16
-    save_frames: bool = False
-
-    def __post_init__(self) -> None:
-        from stages.colour import COLOURS
-        from stages.masks import MASKS
-        from stages.obfuscation import OBFUSCATIONS
-
-        if self.fallback != "none":
-            OBFUSCATIONS.get(self.fallback, "convert.fallback")
-        COLOURS.get(self.color, "convert.color")
-        MASKS.get(self.mask, "convert.mask")
-        _check_range("convert.crf", self.crf, 0, 51)
-        _check_range("convert.batch_size", self.batch_size, 1, 4096)
-        _check_range("convert.max_gap", self.max_gap, 0, 10000)
-        if not -0.2 <= self.mask_erosion <= 0.2:
-            raise ConfigError(f"convert.mask_erosion must be in -0.2..0.2 (share of the face size), got {self.mask_erosion}")
-        if not 0.0 <= self.mask_blur <= 0.2:
-            raise ConfigError(f"convert.mask_blur must be in 0..0.2 (share of the face size), got {self.mask_blur}")
-        if self.smooth_min_cutoff <= 0 or self.smooth_beta < 0:
-            raise ConfigError("convert.smooth_min_cutoff must be > 0 and convert.smooth_beta >= 0")
 
 
 @dataclass(frozen=True)
@@ -153,11 +59,6 @@ class PipelineConfig:
         """Raise a one-line error naming the config file when `key`, which this command needs, is not set."""
         if getattr(self, key) is None:
             raise ConfigError(f"{self.source or 'pipeline config'}: '{key}' is not set; add {key}: {example}")
-
-
-def _check_range(key: str, value: int, low: int, high: int) -> None:
-    if not low <= value <= high:
-        raise ConfigError(f"{key} must be in {low}..{high}, got {value}")
 
 
 def load_config(path: Path) -> PipelineConfig:
@@ -310,14 +211,5 @@ def _coerce(key: str, hint: Any, value: Any) -> Any:
         return Path(value).expanduser()
     raise TypeError(f"unsupported config type {hint!r} for {key}")  # a bug in this module, not user input
 
-
-def as_plain(obj: Any) -> Any:
-    """A JSON-able view of a config object, for the manifest and state files."""
-    if dataclasses.is_dataclass(obj):
-        return {f.name: as_plain(getattr(obj, f.name)) for f in dataclasses.fields(obj)
-                if not f.metadata.get("internal")}
-    if isinstance(obj, (list, tuple)):
-        return [as_plain(v) for v in obj]
-    if isinstance(obj, Path):
-        return str(obj)
-    return obj
+__all__ = ["CleanConfig", "ConvertConfig", "ExtractConfig", "PipelineConfig", "as_plain", "config_from_mapping",
+           "load_config"]

@@ -23,7 +23,7 @@ import time
 from pathlib import Path
 from typing import Callable, Mapping, Sequence
 
-from pipeline.atomic import write_json
+from core.atomic import write_json
 from pipeline.batch_pair import STATUS_FILE, PairResult
 from pipeline.config import PipelineConfig, as_plain
 from pipeline.donor_start import DonorStart, is_trained, with_start

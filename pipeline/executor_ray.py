@@ -32,10 +32,10 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Callable, Iterator, Mapping, Sequence
 
+from core.errors import DeidError
 from pipeline.batch_pair import PairResult, failure_reason, link_shared, shared_root
 from pipeline.config import PipelineConfig, as_plain, config_from_mapping
 from pipeline.donor_start import DonorStart, is_trained, with_start
-from pipeline.errors import DeidError
 from pipeline.runner import Manifest, run_stage
 from pipeline.workflow import plan
 

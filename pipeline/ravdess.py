@@ -20,8 +20,8 @@ from typing import Callable, Sequence
 
 import yaml
 
-from pipeline.atomic import write_json, write_text
-from pipeline.errors import ConfigError, DeidError
+from core.atomic import write_json, write_text
+from core.errors import ConfigError, DeidError
 from stages.concat import VIDEO_SUFFIXES, concat_clips, list_clips
 from stages.media import IMAGE_SUFFIXES
 

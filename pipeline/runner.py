@@ -32,10 +32,11 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any, Callable, Iterator, Mapping, Sequence
 
-from pipeline.atomic import write_json
-from pipeline.errors import DeidError
-from pipeline.locks import file_lock
-from pipeline.plugins import PLUGINS_ENV
+from core.atomic import write_json
+from core.errors import DeidError
+from core.hashing import hash_input
+from core.locks import file_lock
+from core.plugins import PLUGINS_ENV
 from pipeline.settings_log import log_settings
 
 log = logging.getLogger("deid.runner")
@@ -43,10 +44,10 @@ log = logging.getLogger("deid.runner")
 MANIFEST_SCHEMA = 1
 _VERSIONED_PACKAGES = ("deid", "torch", "numpy", "opencv-python-headless", "dlib-bin", "mtcnn", "face-recognition")
 SOURCE_ROOT = Path(__file__).resolve().parents[1]  # the folder holding the packages below (checkout or site-packages)
-_CODE_PACKAGES = ("stages", "models", "pipeline", "reports")
+_CODE_PACKAGES = ("core", "stages", "models", "pipeline", "reports")
 # Modules stages import that cannot change what they write: bookkeeping, and the config loader, whose
 # results reach each record as parameter values. Editing them re-runs nothing.
-_NOT_CODE = frozenset({"pipeline.runner", "pipeline.locks", "pipeline.errors", "pipeline.config"})
+_NOT_CODE = frozenset({"pipeline.runner", "core.locks", "core.errors", "core.hashing", "pipeline.config"})
 
 
 @dataclass(frozen=True)
@@ -75,32 +76,6 @@ class StageOutcome:
     ran: bool
     reason: str
     summary: Mapping[str, Any]
-
-
-def sha256_file(path: Path, chunk: int = 1 << 20) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        while block := handle.read(chunk):
-            digest.update(block)
-    return digest.hexdigest()
-
-
-def hash_input(path: Path) -> str:
-    """Content hash of a file, or of a folder's files (names and contents, hidden files excluded)."""
-    path = Path(path)
-    if path.is_file():
-        return sha256_file(path)
-    if path.is_dir():
-        digest = hashlib.sha256()
-        for child in sorted(p for p in path.rglob("*") if p.is_file() and not _hidden(p, path)):
-            digest.update(str(child.relative_to(path)).encode())
-            digest.update(sha256_file(child).encode())
-        return digest.hexdigest()
-    return "missing"
-
-
-def _hidden(path: Path, root: Path) -> bool:
-    return any(part.startswith(".") for part in path.relative_to(root).parts)
 
 
 def package_versions() -> dict[str, str]:

@@ -17,8 +17,9 @@ import logging
 from dataclasses import dataclass
 from pathlib import Path
 
+from core.hashing import hash_input
 from pipeline.config import CleanConfig, PipelineConfig, as_plain
-from pipeline.runner import Manifest, StageOutcome, StageSpec, hash_input, run_stage
+from pipeline.runner import Manifest, StageOutcome, StageSpec, run_stage
 
 log = logging.getLogger("deid.run")
 

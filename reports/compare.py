@@ -19,8 +19,9 @@ from typing import Any, Sequence
 import numpy as np
 import pandas as pd
 
-from pipeline.atomic import write_text
-from pipeline.errors import DeidError
+from core.atomic import write_text
+from core.errors import DeidError
+from models.face_distance import SAME_PERSON_DISTANCE
 from reports import html as report_html
 from reports.expression import headline
 from reports.identity import COMPARISONS
@@ -193,7 +194,7 @@ def to_html(table: pd.DataFrame, extra_html: str = "", figure: str = "", au: str
             "padding:3px 8px}th{background:#f0f0f0}img{max-width:100%}</style></head><body><h1>De-identification "
             f"and expression preservation across runs</h1>{html_table(table)}"
             "<p>Distances: face_recognition (dlib ResNet, 128-d); below the run's threshold (column threshold, "
-            "evaluate.threshold, default 0.6) = same person. OR-OR: original vs "
+            f"evaluate.threshold, default {SAME_PERSON_DISTANCE}) = same person. OR-OR: original vs "
             "the original's photo; OR-SW: original vs the donor's; SW-OR: swapped vs the original's (higher = "
             "identity hidden); SW-SW: swapped vs the donor's (lower = looks like the donor). Re-id rate: share "
             "of sampled frames within the threshold of the original person. SFace columns: the same faces by "

@@ -8,7 +8,7 @@ import sys
 
 import pandas as pd
 
-from pipeline.errors import DeidError
+from core.errors import DeidError
 from reports import html as h
 from reports.identity import COMPARISONS
 from reports.summary import EvaluationSummary

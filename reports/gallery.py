@@ -6,7 +6,12 @@ from typing import Callable
 
 import numpy as np
 
-from reports.identity import gallery_embeddings, list_gallery, match_gallery_name, rank_identification
+from reports.identity import (
+    gallery_embeddings,
+    list_gallery,
+    match_gallery_name,
+    rank_identification,
+)
 
 
 def gallery_identification(gallery_dir: Path, embed_photo: Callable[[Path], np.ndarray | None],

@@ -17,7 +17,7 @@ from typing import Any, Callable, Sequence
 import numpy as np
 import pandas as pd
 
-from pipeline.errors import DeidError
+from core.errors import DeidError
 
 COMPARISONS = ("OR-OR", "OR-SW", "SW-OR", "SW-SW")
 SECOND_PREFIX = "sface_"  # identity.csv columns of the second recogniser's cosine similarities

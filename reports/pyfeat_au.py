@@ -172,8 +172,9 @@ def detect_aus(detector: Any, frames: Sequence[tuple[int, np.ndarray]], batch_si
     given frame (its largest face; a NaN row where no face was found). Frames go to py-feat as uint8 tensors,
     `batch_size` at a time (a batch never mixes frame sizes), so at most one batch of frames is copied at once.
     Calling it on successive chunks of a video and concatenating the tables gives the same table as one call."""
-    from reports.au import _one_row_per_frame
     import torch
+
+    from reports.au import _one_row_per_frame
 
     frames = list(frames)
     if not frames:

@@ -14,7 +14,7 @@ from typing import Any, Mapping
 
 import numpy as np
 
-from pipeline.errors import DeidError
+from core.errors import DeidError
 from reports.verdict import Verdict
 
 RECOGNISER = "dlib face_recognition ResNet (128-d embedding, 68-point alignment)"

@@ -29,6 +29,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Mapping, Sequence
 
+from models.face_distance import SAME_PERSON_DISTANCE
+
 OK, WARN, BAD = "ok", "warn", "bad"
 FIRST = "dlib"  # the first recogniser's short name: face_recognition's ResNet, the one training can use
 
@@ -58,7 +60,7 @@ class Verdict:
 
 @dataclass(frozen=True)
 class Bars:
-    threshold: float = 0.6
+    threshold: float = SAME_PERSON_DISTANCE
     donor_share: float = 0.5
     expression_pcc: float = 0.5
     pose_mae: float = 5.0

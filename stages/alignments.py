@@ -13,7 +13,7 @@ from typing import Any, Iterator
 
 import numpy as np
 
-from pipeline.errors import DeidError
+from core.errors import DeidError
 
 SCHEMA = 1
 

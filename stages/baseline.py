@@ -14,7 +14,7 @@ from typing import Any
 
 import numpy as np
 
-from pipeline.errors import DeidError
+from core.errors import DeidError
 from stages.alignments import load_alignments
 from stages.convert_inputs import check_matches
 from stages.media import probe

@@ -23,16 +23,21 @@ from typing import Any, Sequence
 
 import cv2
 import numpy as np
-from stages.progress import progress_bar
 
+from core.atomic import write_json, write_text
+from core.errors import DeidError
+from core.settings import as_plain
 from models.alignment import transform_points
 from models.face_quality import focus_measure, head_pose, landmark_distance, thumbnail
-from models.identity import distance_to_references, dominant_cluster, reference_embeddings
+from models.identity import (
+    distance_to_references,
+    dominant_cluster,
+    reference_embeddings,
+)
 from models.landmarks import IdentityModel
-from pipeline.atomic import write_json, write_text
-from pipeline.config import CleanConfig, as_plain
-from pipeline.errors import DeidError
 from stages.alignments import Alignments, FaceRef, load_alignments
+from stages.clean_config import CleanConfig
+from stages.progress import progress_bar
 
 log = logging.getLogger("deid.clean")
 

@@ -17,11 +17,11 @@ from pathlib import Path
 from typing import Sequence
 
 import ffmpeg
-from stages.progress import progress_bar
 
-from pipeline.atomic import atomic_path
-from pipeline.errors import MediaError
+from core.atomic import atomic_path
+from core.errors import MediaError
 from stages.media import _last_line, _rotation, ffmpeg_path, require_ffmpeg
+from stages.progress import progress_bar
 
 VIDEO_SUFFIXES: tuple[str, ...] = (".mp4", ".mov", ".mkv", ".avi", ".webm", ".m4v", ".mpg", ".mpeg")
 

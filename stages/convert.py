@@ -46,16 +46,27 @@ import cv2
 import numpy as np
 import torch
 
+from core.atomic import writable_folder
+from core.errors import DeidError
 from models.device import resolve_device
-from pipeline.atomic import writable_folder, write_image
-from pipeline.config import ConvertConfig
-from pipeline.errors import DeidError
 from stages.alignments import load_alignments
+from stages.convert_config import ConvertConfig
 from stages.convert_inputs import check_matches, load_trained, source_alignments
 from stages.convert_log import FrameLog
 from stages.convert_plan import FramePlan, PlanFrames, bounds
-from stages.convert_steps import (CheckIdentity, Colour, FrameItem, FrameStep, Hide, LeaveInClear, Mask, Paste,
-                                  Swap, hidden_regions)
+from stages.convert_steps import (
+    CheckIdentity,
+    Colour,
+    FrameItem,
+    FrameStep,
+    Hide,
+    LeaveInClear,
+    Mask,
+    Paste,
+    Swap,
+    hidden_regions,
+)
+from stages.image_file import write_image
 from stages.leak_check import check_output
 from stages.masks import MASKS
 from stages.media import iter_frames, probe
@@ -63,7 +74,13 @@ from stages.obfuscate import is_solid
 from stages.progress import progress_bar
 from stages.protect import warn_if_weak
 from stages.protect_config import ProtectConfig
-from stages.publish import frames_csv_path, publish, raise_if_leaky, refuse_to_replace, unchecked_path
+from stages.publish import (
+    frames_csv_path,
+    publish,
+    raise_if_leaky,
+    refuse_to_replace,
+    unchecked_path,
+)
 from stages.video_writer import VideoWriter
 
 log = logging.getLogger("deid.convert")

@@ -7,9 +7,9 @@ from pathlib import Path
 
 import torch
 
+from core.errors import DeidError
+from core.hashing import hash_input
 from models.swap import SwapModel
-from pipeline.errors import DeidError
-from pipeline.runner import hash_input
 from stages import checkpoint
 from stages.alignments import Alignments, load_alignments
 from stages.media import MediaInfo

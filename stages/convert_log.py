@@ -8,7 +8,7 @@ import logging
 from pathlib import Path
 from typing import Any
 
-from pipeline.atomic import write_text
+from core.atomic import write_text
 from stages.convert_plan import bounds
 from stages.convert_steps import FrameItem
 from stages.leak_check import LeakReport

@@ -13,8 +13,8 @@ import numpy as np
 import torch
 
 from models.search import make_search
-from pipeline.config import ConvertConfig
 from stages.alignments import Alignments
+from stages.convert_config import ConvertConfig
 from stages.guard import Region, box_inside, drop_matching, hold, scan
 from stages.media import MediaInfo
 from stages.protect_config import ProtectConfig

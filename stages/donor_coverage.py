@@ -22,8 +22,8 @@ from typing import Any, Iterable, Sequence
 
 import numpy as np
 
+from core.atomic import write_json
 from models.face_quality import head_pose
-from pipeline.atomic import write_json
 from reports.expression import frame_ratios
 
 log = logging.getLogger("deid.train")

@@ -36,21 +36,32 @@ import cv2
 import numpy as np
 import pandas as pd
 
-from models.device import resolve_device
+from core.atomic import write_bytes, write_json, write_text
+from core.errors import DeidError, MediaError
+from core.version import deid_version, git_commit
 from models import second_recogniser
+from models.device import resolve_device
 from models.face_identity import FaceIdentity
-from pipeline.atomic import write_bytes, write_json, write_text
-from pipeline.errors import DeidError, MediaError
-from pipeline.version import deid_version, git_commit
 from reports import au as au_mod
 from reports import plots
 from reports.au_source import AuSource
 from reports.evaluate_html import render_html
+from reports.expression import (
+    ExpressionBars,
+    expression_preservation,
+    ratio_table,
+    reencode_noise,
+)
 from reports.gallery import gallery_identification
-from reports.expression import ExpressionBars, expression_preservation, ratio_table, reencode_noise
 from reports.geometry import POSE, geometry_preservation, geometry_table
-from reports.identity import (add_similarities, comparison_stats, donor_match, identity_frame_table,
-                              reidentification, second_recogniser_summary)
+from reports.identity import (
+    add_similarities,
+    comparison_stats,
+    donor_match,
+    identity_frame_table,
+    reidentification,
+    second_recogniser_summary,
+)
 from reports.metrics import MetricSet, Sample, make_metrics
 from reports.parrot import ParrotEvidence, is_flat, parrot_attack, parrot_explanation
 from reports.summary import EvaluationSummary

@@ -10,7 +10,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
-from pipeline.errors import ConfigError
+from core.errors import ConfigError
+from models.face_distance import SAME_PERSON_DISTANCE
 
 ParrotMode = Literal["auto", "blur", "pixelate", "none"]
 
@@ -19,7 +20,7 @@ ParrotMode = Literal["auto", "blur", "pixelate", "none"]
 class EvaluateConfig:
     frames: int = 1000                      # frames sampled (same indices in both videos); all if fewer
     seed: int = 0                           # seed of the frame sample
-    threshold: float = 0.6                  # face_recognition distance below which a face is "the same person"
+    threshold: float = SAME_PERSON_DISTANCE  # face_recognition distance below which a face is "the same person"
     au: str = "auto"                        # a registered AU source (reports/au_source/); auto = pyfeat where its
                                             # weights are present, else blendshapes; table sources need
                                             # au_original/au_swapped

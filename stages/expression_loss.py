@@ -32,7 +32,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from pipeline.errors import DeidError
+from core.errors import DeidError
 from reports.expression import frame_ratios
 from stages.alignments import FaceRef
 from stages.augment import AugmentSettings, augment, plain

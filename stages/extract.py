@@ -23,13 +23,15 @@ from typing import Any, Iterable, Iterator
 import cv2
 import numpy as np
 
+from core.atomic import writable_folder, write_json
+from core.hashing import hash_input
+from core.settings import as_plain
 from models.alignment import crop_matrix, hull_mask, transform_points, warp_face
 from models.detectors import FaceBox, FaceDetector, make_detector
 from models.device import resolve_device
 from models.landmarks import IdentityModel, LandmarkModel, Rect
-from pipeline.atomic import writable_folder, write_image, write_json
-from pipeline.config import ExtractConfig, as_plain
-from pipeline.runner import hash_input
+from stages.extract_config import ExtractConfig
+from stages.image_file import write_image
 from stages.media import MediaInfo, iter_frames, probe
 from stages.progress import make_progress
 

@@ -24,9 +24,10 @@ import torch
 import torch.nn.functional as F
 
 from models.dlib_resnet import CHIP_PADDING, CHIP_SIZE, load_dlib_face_net
+from models.face_distance import SAME_PERSON_DISTANCE
 from stages.train_data import coverage_matrix
 
-MATCH_THRESHOLD = 0.6  # face_recognition's "same person" distance
+MATCH_THRESHOLD = SAME_PERSON_DISTANCE
 
 
 def chip_grid(window: int, centering: str, coverage: float, device: torch.device) -> torch.Tensor:

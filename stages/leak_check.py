@@ -37,10 +37,10 @@ import cv2
 import numpy as np
 import torch
 
+from core.errors import DeidError
 from models.detectors import MTCNN_TO_DLIB_SCALE, MTCNN_TO_DLIB_SHIFT
 from models.landmarks import IdentityModel, Rect
 from models.search import make_search
-from pipeline.errors import DeidError
 from stages.guard import box_inside
 from stages.media import MediaInfo, iter_frames, probe
 from stages.progress import progress_bar

@@ -35,7 +35,7 @@ import cv2
 import ffmpeg
 import numpy as np
 
-from pipeline.errors import MediaError
+from core.errors import MediaError
 
 log = logging.getLogger("deid.media")
 

@@ -32,18 +32,24 @@ from typing import Any, Callable, Sequence
 
 import numpy as np
 
+from core.atomic import writable_folder, write_text
+from core.errors import DeidError
 from models.device import resolve_device
 from models.search import FaceSearch, make_search
-from pipeline.atomic import writable_folder, write_text
-from pipeline.errors import DeidError
 from stages.guard import Region, StreamingHold, hold
 from stages.leak_check import Leak, LeakReport, check_output
 from stages.media import MediaInfo, iter_frames, probe
-from stages.phase_clock import PhaseClock
 from stages.obfuscate import box_region, face_region_mask, is_solid, is_weak, obfuscate
+from stages.phase_clock import PhaseClock
 from stages.progress import progress_bar
 from stages.protect_config import ProtectConfig
-from stages.publish import frames_csv_path, publish, raise_if_leaky, refuse_to_replace, unchecked_path
+from stages.publish import (
+    frames_csv_path,
+    publish,
+    raise_if_leaky,
+    refuse_to_replace,
+    unchecked_path,
+)
 from stages.video_writer import VideoWriter
 
 log = logging.getLogger("deid.protect")

@@ -26,9 +26,9 @@ from typing import Any, Sequence
 import ffmpeg
 import pandas as pd
 
-from pipeline.atomic import write_json, write_text
-from pipeline.errors import DeidError, LeakError
-from pipeline.locks import folder_lock
+from core.atomic import write_json, write_text
+from core.errors import DeidError, LeakError
+from core.locks import folder_lock
 from stages.media import IMAGE_SUFFIXES, ffmpeg_path, probe, require_ffmpeg
 from stages.protect import protect_video
 from stages.protect_config import ProtectConfig

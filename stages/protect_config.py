@@ -11,7 +11,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal
 
-from pipeline.errors import ConfigError
+from core.errors import ConfigError
+from models.face_distance import SAME_PERSON_DISTANCE
 
 Audio = Literal["keep", "drop"]
 
@@ -27,7 +28,7 @@ class ProtectConfig:
     grow: float = 0.3               # hidden region = detector box grown by this share (and raised over the hair)
     check_every: int = 1            # leak check reads every N-th output frame (1 = all)
     repair_rounds: int = 2          # hide what the check found (held in time) and check again, at most N times
-    match_threshold: float = 0.6    # face_recognition distance below which an output face still is the original person
+    match_threshold: float = SAME_PERSON_DISTANCE  # face_recognition distance below which an output face still is the original person
     batch_size: int = 8             # frames per detector batch
     audio: Audio = "keep"           # keep or drop the audio track (a voice identifies too)
 

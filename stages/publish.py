@@ -11,7 +11,7 @@ import os
 from pathlib import Path
 from typing import Iterable
 
-from pipeline.errors import DeidError, LeakError
+from core.errors import DeidError, LeakError
 from stages.leak_check import LeakReport
 
 

@@ -12,11 +12,11 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from core.errors import DeidError
 from models.alignment import transform_points
 from models.face_quality import focus_measure, head_pose
-from pipeline.atomic import write_image
-from pipeline.errors import DeidError
 from stages.alignments import load_alignments
+from stages.image_file import write_image
 from stages.media import iter_frames, probe
 
 log = logging.getLogger("deid.references")

@@ -21,13 +21,13 @@ from typing import Literal
 
 import cv2
 import numpy as np
-from stages.progress import progress_bar
 
+from core.atomic import write_text
 from models.alignment import transform_points
 from models.face_quality import focus_measure, head_pose, thumbnail
 from models.landmarks import IdentityModel
-from pipeline.atomic import write_text
 from stages.alignments import load_alignments
+from stages.progress import progress_bar
 
 log = logging.getLogger("deid.sort")
 

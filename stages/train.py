@@ -49,15 +49,17 @@ import torch
 import torch.nn.functional as F
 from pytorch_msssim import ssim
 
+from core.atomic import write_text
+from core.errors import ConfigError, DeidError
 from models.device import resolve_device
+from models.face_distance import SAME_PERSON_DISTANCE
 from models.swap import SwapModel, build_model, family
-from pipeline.atomic import write_image, write_text
-from pipeline.errors import ConfigError, DeidError
 from stages import checkpoint
 from stages.augment import AugmentSettings, Batch, augment, plain
 from stages.donor_coverage import check_donor_coverage, extreme_faces
 from stages.expression_loss import ExpressionLoss
 from stages.identity_loss import IdentityLoss
+from stages.image_file import write_image
 from stages.progress import make_progress
 from stages.train_config import TrainConfig
 from stages.train_data import REGION_GROW, FaceSet, Window, window_size
@@ -68,7 +70,7 @@ LOSS_CSV = "loss.csv"
 IDENTITY_CSV = "identity.csv"
 LOSS_HEADER = ["iteration", "loss_a", "loss_b", "lr", "images_per_s", "identity", "expression"]
 IDENTITY_HEADER = ["iteration", "a2b_to_a", "a2a_to_a", "a2b_to_b", "a2b_reidentified"]
-MATCH_THRESHOLD = 0.6     # face_recognition's "same person" distance
+MATCH_THRESHOLD = SAME_PERSON_DISTANCE
 PREVIEW_FACES = 4
 IDENTITY_FACES = 8
 IDENTITY_CENTRE_FACES = 32  # unaugmented faces per side whose mean descriptor the identity term aims from/at
@@ -631,7 +633,9 @@ def _identity(s: _Session) -> None:
     """Log how far A->B moved from A, measured by the function evaluate scores with (models.face_identity):
     same detector, landmarks, alignment and recogniser, so identity.csv predicts the report."""
     if s.face_identity is None:
-        from models.face_identity import FaceIdentity  # loads dlib's models: only when the check runs
+        from models.face_identity import (
+            FaceIdentity,  # loads dlib's models: only when the check runs
+        )
 
         s.face_identity = FaceIdentity(s.device, min_face_size=IDENTITY_MIN_FACE)
 

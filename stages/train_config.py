@@ -13,8 +13,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
+from core.errors import ConfigError
 from models.alignment import Centering
-from pipeline.errors import ConfigError
 
 TrainCentering = Centering  # one definition: models/alignment.py
 TrainMask = Literal["extended", "components"]
@@ -85,7 +85,9 @@ class TrainConfig:
                                        # that pair's model (pipeline/donor_start.py); false = every pair from scratch
 
     def __post_init__(self) -> None:
-        from models.swap import family  # the registry imports torch: only when a config is built
+        from models.swap import (
+            family,  # the registry imports torch: only when a config is built
+        )
 
         family(self.model, "train.model")
         for key, low in (("input_size", 16), ("output_size", 16)):

@@ -26,8 +26,16 @@ import cv2
 import numpy as np
 import torch
 
-from models.alignment import CENTERING, compose, face_matrix, hull_mask, invert, resample, transform_points
-from pipeline.errors import DeidError
+from core.errors import DeidError
+from models.alignment import (
+    CENTERING,
+    compose,
+    face_matrix,
+    hull_mask,
+    invert,
+    resample,
+    transform_points,
+)
 from stages.alignments import FaceRef, load_alignments
 
 log = logging.getLogger("deid.train")

@@ -25,7 +25,7 @@ from pathlib import Path
 import ffmpeg
 import numpy as np
 
-from pipeline.errors import DeidError, MediaError, disk_error
+from core.errors import DeidError, MediaError, disk_error
 from stages.media import MediaInfo, _last_line, _sar, ffmpeg_path
 
 log = logging.getLogger("deid.video")

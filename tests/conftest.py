@@ -14,6 +14,14 @@ SHARED_DATA = ROOT / "tests" / "data"
 os.environ.setdefault("OMP_NUM_THREADS", "2")
 
 
+def pytest_collection_modifyitems(config, items) -> None:
+    """Mark `media` every test that reads the real test media (through `data_dir`, directly or by a fixture
+    built on it): `-m "not media"` is the fast unit tier."""
+    for item in items:
+        if "data_dir" in getattr(item, "fixturenames", ()):
+            item.add_marker(pytest.mark.media)
+
+
 def _tiny():
     from stages.train_config import TrainConfig
 

@@ -27,7 +27,7 @@ from models.face_identity import FaceIdentity
 from models.tddfa import (MODEL_NAME, PARAM_STATS_FILE, WEIGHTS_DIR, WEIGHTS_FILE, Tddfa, pose_angles,
                           unavailable, wrap_degrees)
 from pipeline.config import EvaluateConfig
-from pipeline.errors import DeidError
+from core.errors import DeidError
 from reports.metrics import METRICS, MetricSet, Sample, make_metrics
 from stages.media import iter_frames, probe
 from tests.test_evaluate import _write_video

@@ -26,8 +26,8 @@ import pandas as pd
 import pytest
 
 from pipeline.batch_manifest import load_batch, parse_sets
-from pipeline.errors import ConfigError
-from pipeline.locks import try_lock
+from core.errors import ConfigError
+from core.locks import try_lock
 
 from media_helpers import cut_clip
 
@@ -66,7 +66,7 @@ def _deid(*args: str, timeout: float = 600) -> subprocess.CompletedProcess:
                           timeout=timeout)
 
 
-DECOYS = ("pipeline", "models", "stages", "reports", "bench")
+DECOYS = ("core", "pipeline", "models", "stages", "reports", "bench")
 
 
 @pytest.fixture

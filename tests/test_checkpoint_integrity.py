@@ -20,7 +20,7 @@ import torch
 
 from models.swap import build_model
 from pipeline.cli import main
-from pipeline.errors import DeidError
+from core.errors import DeidError
 from stages import checkpoint
 
 ARCH = {"input_size": 64, "output_size": 64, "width": 8, "latent": 16}  # ~1 MB model.pt: fast, real

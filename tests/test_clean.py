@@ -13,7 +13,7 @@ import skimage.data
 
 from pipeline.cli import main
 from pipeline.config import CleanConfig, ExtractConfig
-from pipeline.runner import hash_input
+from core.hashing import hash_input
 from stages.alignments import load_alignments
 from stages.clean import clean
 from stages.extract import extract

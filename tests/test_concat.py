@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from pipeline.errors import MediaError
+from core.errors import MediaError
 from stages.concat import concat_clips, list_clips
 
 from media_helpers import count_frames, cut_clip

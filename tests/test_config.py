@@ -3,7 +3,7 @@ from pathlib import Path
 import pytest
 
 from pipeline.config import ExtractConfig, PipelineConfig, load_config
-from pipeline.errors import ConfigError
+from core.errors import ConfigError
 
 ROOT = Path(__file__).resolve().parents[1]
 

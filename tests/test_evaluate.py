@@ -14,7 +14,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from pipeline.errors import DeidError
+from core.errors import DeidError
 from reports.parrot import degrade, estimate_degradation
 from stages.evaluate import evaluate, sample_frames
 from stages.evaluate_config import EvaluateConfig

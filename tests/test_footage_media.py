@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from pipeline.errors import MediaError
+from core.errors import MediaError
 from stages.media import MediaInfo, iter_frames, probe
 from stages.video_writer import VideoWriter
 

@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 
 from pipeline.cli import main
-from pipeline.errors import MediaError
+from core.errors import MediaError
 from stages.media import iter_frames, probe
 from stages.video_writer import VideoWriter
 from tests.media_helpers import cut_clip

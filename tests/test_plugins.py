@@ -256,7 +256,7 @@ def test_a_model_family_plugin_trains_and_is_recorded(plugin_env, clip_faces, tm
     assert state["runs"][-1]["batch_size"] == 2
 
     # Without the plugin the folder is not taken for a damaged one: the message names the family and the fix.
-    from pipeline.errors import DeidError
+    from core.errors import DeidError
     from stages.checkpoint import load_model
 
     with pytest.raises(DeidError, match="'test-small', which is not registered here.*DEID_PLUGINS"):

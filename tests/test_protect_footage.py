@@ -17,7 +17,7 @@ import numpy as np
 import pytest
 
 from pipeline.cli import main
-from pipeline.locks import folder_lock
+from core.locks import folder_lock
 from stages.media import iter_frames, probe
 from stages.protect_batch import protect_many
 from stages.protect_config import ProtectConfig
@@ -167,7 +167,7 @@ def test_pcm_audio_is_kept_by_reencoding_it(two_tracks, tmp_path):  # noqa: F811
 
 
 def test_a_checker_sharing_a_detector_with_a_union_search_is_refused():
-    from pipeline.errors import ConfigError
+    from core.errors import ConfigError
 
     for search, checker in (("centerface", "centerface"), ("centerface+yunet", "yunet"),
                             ("centerface+yunet", "centerface")):

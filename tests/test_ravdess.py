@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from pipeline.errors import DeidError
+from core.errors import DeidError
 from pipeline.ravdess import build_manifest, configure_parser, parse_actors, parse_name, run_command, scan
 
 from media_helpers import count_frames, cut_clip

@@ -9,7 +9,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from pipeline.errors import ConfigError, DeidError
+from core.errors import ConfigError, DeidError
 from reports import au
 from reports.compare import compare
 from reports.geometry import frame_geometry, geometry_preservation, geometry_table

@@ -138,7 +138,7 @@ def source_copy(tmp_path) -> Path:
     import shutil
 
     copy = tmp_path / "src"
-    for package in ("stages", "models", "pipeline", "reports"):
+    for package in ("core", "stages", "models", "pipeline", "reports"):
         shutil.copytree(ROOT / package, copy / package, ignore=lambda folder, names: [
             n for n in names if n == "__pycache__" or not (n.endswith(".py") or (Path(folder) / n).is_dir())])
     return copy
@@ -184,14 +184,14 @@ def test_a_module_a_stage_imports_counts_as_its_code(tmp_path, source_copy):
     """The fingerprint follows in-repo imports at any depth, inside functions and relative ones too."""
     (source_copy / "stages" / "probe.py").write_text("def run():\n    from models import probe_helper\n")
     (source_copy / "models" / "probe_helper.py").write_text("from .probe_deep import SCALE\n")
-    (source_copy / "models" / "probe_deep.py").write_text("from pipeline.errors import DeidError\nSCALE = 1\n")
+    (source_copy / "models" / "probe_deep.py").write_text("from core.errors import DeidError\nSCALE = 1\n")
     (tmp_path / "input.txt").write_text("a")
     manifest = tmp_path / "manifest.json"
     specs = code_stages(tmp_path, source_copy, (("probe", ("stages.probe",), ()), ("concat", ("stages.concat",), ())))
     for spec in specs:
         run_stage(spec, Manifest(manifest))
-    (source_copy / "models" / "probe_deep.py").write_text("from pipeline.errors import DeidError\nSCALE = 2\n")
-    (source_copy / "pipeline" / "errors.py").write_text("# messages only: no stage's output depends on it\n")
+    (source_copy / "models" / "probe_deep.py").write_text("from core.errors import DeidError\nSCALE = 2\n")
+    (source_copy / "core" / "errors.py").write_text("# messages only: no stage's output depends on it\n")
     assert reasons(specs, manifest) == {"probe": "code changed: models/probe_deep.py", "concat": None}
 
 
@@ -220,7 +220,46 @@ def test_every_planned_stage_fingerprints_its_own_and_its_upstream_modules(tmp_p
                             ("evaluate", ("convert", "train", "references"))):
         own = "references" if stage == "reference" else stage
         assert {f"stages/{m}.py" for m in (own, *upstream)} <= files[stage], stage
-    assert "pipeline/runner.py" not in files["extract"]  # bookkeeping, imported for hash_input
+    assert not {"pipeline/runner.py", "core/hashing.py"} & files["extract"]  # bookkeeping, not the stage's code
+
+
+def _registries_by_stage() -> dict[str, list]:
+    """Which stage looks up which plugin family (the stage's own module is what workflow.py fingerprints)."""
+    from models.detectors import DETECTORS
+    from models.search import SEARCHES
+    from models.swap import FAMILIES
+    from reports.au_source import AU_SOURCES
+    from reports.metrics import METRICS
+    from stages.colour import COLOURS
+    from stages.masks import MASKS
+    from stages.obfuscation import OBFUSCATIONS
+
+    return {"stages.extract": [DETECTORS], "stages.train": [FAMILIES],
+            "stages.convert": [FAMILIES, COLOURS, MASKS, OBFUSCATIONS, SEARCHES],
+            "stages.evaluate": [DETECTORS, AU_SOURCES, METRICS]}
+
+
+def test_editing_any_built_in_plugin_makes_the_stage_that_uses_it_stale(tmp_path, source_copy):
+    """Every registry's built-in modules, as the registry itself lists them: editing one (in a copy of the
+    sources) changes the code fingerprint of each stage that may look it up, so `deid run` re-runs it."""
+    from pipeline.runner import code_fingerprint
+
+    for stage, registries in _registries_by_stage().items():
+        for registry in registries:
+            assert registry.builtin_modules, registry.family
+            for module in registry.builtin_modules:
+                path = source_copy.joinpath(*module.split(".")).with_suffix(".py")
+                if not path.is_file():
+                    path = path.with_suffix("") / "__init__.py"
+                code_fingerprint.cache_clear()
+                before = code_fingerprint((stage,), source_copy)
+                original = path.read_bytes()
+                path.write_bytes(original + b"\n# edited\n")
+                code_fingerprint.cache_clear()
+                after = code_fingerprint((stage,), source_copy)
+                path.write_bytes(original)
+                assert before["sha256"] != after["sha256"], f"editing {module} leaves {stage} up to date"
+    code_fingerprint.cache_clear()
 
 
 def test_a_built_in_plugin_and_a_plugin_of_your_own_count_as_code(tmp_path, source_copy, monkeypatch):

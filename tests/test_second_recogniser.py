@@ -21,7 +21,7 @@ import torch
 from models import second_recogniser
 from models.face_identity import FaceIdentity
 from models.second_recogniser import SFace, five_points
-from pipeline.errors import DeidError
+from core.errors import DeidError
 from reports.verdict import Bars, judge
 from stages.media import iter_frames, probe, read_image_rgb
 

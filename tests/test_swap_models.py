@@ -9,7 +9,7 @@ import torch
 
 from models.swap import FAMILIES, build_model, family
 from models.swap.blocks import Residual, Upscale
-from pipeline.errors import ConfigError
+from core.errors import ConfigError
 
 
 @pytest.fixture(autouse=True)

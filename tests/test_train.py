@@ -25,7 +25,7 @@ import torch
 
 import stages.train as train_module
 from models.alignment import transform_points
-from pipeline.errors import ConfigError, DeidError
+from core.errors import ConfigError, DeidError
 from stages import checkpoint
 from stages.alignments import load_alignments
 from stages.augment import AugmentSettings, augment, lab_to_rgb, plain, rgb_to_lab

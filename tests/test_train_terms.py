@@ -20,7 +20,7 @@ from pytorch_msssim import ssim
 import stages.train as train_module
 from models.alignment import transform_points
 from pipeline.config import load_config
-from pipeline.errors import ConfigError
+from core.errors import ConfigError
 from stages.augment import AugmentSettings, Batch, augment
 from stages.expression_loss import ExpressionLoss, expression_labels
 from stages.train import (

@@ -12,7 +12,7 @@ from typing import Callable, Protocol, Sequence
 import numpy as np
 import torch
 
-from pipeline.plugins import Registry
+from core.plugins import Registry
 
 
 class FaceSearch(Protocol):

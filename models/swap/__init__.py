@@ -5,7 +5,7 @@ Every family is a `SwapModel` (models/swap/blocks.py): one shared `encoder`, `de
 `output_size`, `coverage`, `batch_size`, ...) are the family's defaults; `arch()` is the dict of
 shape-defining keys (`ARCH_KEYS`) that a checkpoint freezes. Each family is one module here whose
 class is registered with `@FAMILIES.register("name")`; `train.model` / `deid train --model` choices are
-the registered names, and plugins named in $DEID_PLUGINS add their own (pipeline/plugins.py).
+the registered names, and plugins named in $DEID_PLUGINS add their own (core/plugins.py).
 
     original  64 -> 64 px, faceswap's default (dense latent 1024, upscale decoders)
     dfaker    64 -> 128 px, residual decoder blocks, learned mask
@@ -15,8 +15,8 @@ from __future__ import annotations
 
 from typing import Any, Callable
 
+from core.plugins import Registry
 from models.swap.blocks import SwapModel
-from pipeline.plugins import Registry
 
 Family = type[SwapModel]
 

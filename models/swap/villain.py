@@ -19,7 +19,15 @@ import torch.nn.functional as F
 from torch import nn
 
 from models.swap import FAMILIES
-from models.swap.blocks import ConvBlock, Dense, Residual, SwapModel, Upscale, conv, log2_int
+from models.swap.blocks import (
+    ConvBlock,
+    Dense,
+    Residual,
+    SwapModel,
+    Upscale,
+    conv,
+    log2_int,
+)
 
 RESIDUAL_MAX_SIZE = 64  # residual blocks only on maps up to this size: above it they cost more than they add
 

@@ -16,19 +16,41 @@ from __future__ import annotations
 import logging
 import sys
 from abc import ABC, abstractmethod
-from typing import ClassVar, Sequence
+from pathlib import Path
+from typing import ClassVar, Protocol, Sequence
 
 import numpy as np
 import pandas as pd
 
-from pipeline.errors import DeidError
-from pipeline.plugins import Registry
+from core.errors import DeidError
+from core.plugins import Registry
 from reports import au as au_mod
-from stages.evaluate_config import EvaluateConfig
 
 log = logging.getLogger("deid.evaluate")
 
 _EMPTY_TABLE_COLUMNS = ["au", "pcc", "rmse", "frames", "pcc_defined", "mean_original", "mean_swapped"]
+
+
+class AuSettings(Protocol):
+    """What an AU source reads of the evaluate settings. stages/evaluate_config.py's AuSettings has them
+    all; reports take only what they need and import nothing from the stages above them."""
+
+    @property
+    def au(self) -> str: ...
+    @property
+    def au_original(self) -> Path | None: ...
+    @property
+    def au_swapped(self) -> Path | None: ...
+    @property
+    def pyfeat_model_dir(self) -> Path | None: ...
+    @property
+    def detector(self) -> str: ...
+    @property
+    def detect_side(self) -> int: ...
+    @property
+    def min_face_size(self) -> int: ...
+    @property
+    def batch_size(self) -> int: ...
 
 
 class AuPlugin(ABC):
@@ -39,13 +61,13 @@ class AuPlugin(ABC):
     # that cannot be compared is the user's error to fix, where a computed one is only reported.
     needs_tables: ClassVar[bool] = False
 
-    def __init__(self, config: EvaluateConfig, device: str) -> None:
+    def __init__(self, config: AuSettings, device: str) -> None:
         self.config = config
         self.reason: str | None = None  # why no AU will be computed; None while they may be
         self.streaming = False          # True: wants every batch of sampled frames through `add`
 
     @staticmethod
-    def unavailable(config: EvaluateConfig) -> str | None:
+    def unavailable(config: AuSettings) -> str | None:
         """Why this source cannot run on this machine (one line), None if it may; cheap: asked before a run."""
         return None
 
@@ -62,7 +84,7 @@ AU_SOURCES: Registry[type[AuPlugin]] = Registry(
                   "reports.au_source.pyfeat_csv", "reports.au_source.none"])
 
 
-def note_unavailable(configs: Sequence[EvaluateConfig]) -> None:
+def note_unavailable(configs: Sequence[AuSettings]) -> None:
     """One line on stderr at the start of a command when an AU source asked for cannot run on this machine
     (py-feat not installed, weights missing), so nobody learns it from the report at the end."""
     reasons = (AU_SOURCES.get(c.au, "evaluate.au").unavailable(c) for c in dict.fromkeys(configs))
@@ -75,7 +97,7 @@ def note_unavailable(configs: Sequence[EvaluateConfig]) -> None:
 class AuSource:
     """The evaluate stage's handle on the chosen source (evaluate.au)."""
 
-    def __init__(self, config: EvaluateConfig, device: str = "cpu") -> None:
+    def __init__(self, config: AuSettings, device: str = "cpu") -> None:
         self.config = config
         self.plugin = AU_SOURCES.get(config.au, "evaluate.au")(config, device)
 

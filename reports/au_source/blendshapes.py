@@ -48,10 +48,16 @@ import cv2
 import numpy as np
 import pandas as pd
 
-from models.mediapipe_face import BLENDSHAPE_NAMES, MIN_PRESENCE, FaceMesh, Roi, roi_from_box, roi_from_landmarks
+from models.mediapipe_face import (
+    BLENDSHAPE_NAMES,
+    MIN_PRESENCE,
+    FaceMesh,
+    Roi,
+    roi_from_box,
+    roi_from_landmarks,
+)
 from models.mediapipe_face import unavailable as mesh_unavailable
-from reports.au_source import AU_SOURCES, AuPlugin
-from stages.evaluate_config import EvaluateConfig
+from reports.au_source import AU_SOURCES, AuPlugin, AuSettings
 
 MTCNN_MIN_FACE = 12  # the smallest face MTCNN's first stage can see, px (models/face_identity.py)
 
@@ -107,7 +113,7 @@ class FaceFinder:
     """The largest face of each frame as a first face-mesh crop, from evaluate's own detector (MTCNN gives
     eye keypoints, which level the crop; HOG does not, and the face mesh's second pass levels it)."""
 
-    def __init__(self, config: EvaluateConfig, device: str) -> None:
+    def __init__(self, config: AuSettings, device: str) -> None:
         import torch
 
         from models.detectors import make_detector
@@ -141,7 +147,7 @@ class FaceFinder:
 
 @AU_SOURCES.register("blendshapes")
 class Blendshapes(AuPlugin):
-    def __init__(self, config: EvaluateConfig, device: str) -> None:
+    def __init__(self, config: AuSettings, device: str) -> None:
         super().__init__(config, device)
         self.reason = mesh_unavailable()
         self._tables: dict[str, list[pd.DataFrame]] = {"original": [], "swapped": []}
@@ -158,7 +164,7 @@ class Blendshapes(AuPlugin):
         self.streaming = True
 
     @staticmethod
-    def unavailable(config: EvaluateConfig) -> str | None:
+    def unavailable(config: AuSettings) -> str | None:
         return mesh_unavailable()
 
     def add(self, label: str, frames: list[tuple[int, np.ndarray]]) -> None:
@@ -187,7 +193,7 @@ class Blendshapes(AuPlugin):
                      for k in ("original", "swapped"))
 
 
-def default_source(config: EvaluateConfig) -> str:
+def default_source(config: AuSettings) -> str:
     """The AU source `auto` stands for: py-feat where it can run (its weights present), else blendshapes
     where it can, else py-feat (whose reason then says what to install)."""
     pyfeat = AU_SOURCES.get("pyfeat", "evaluate.au")
@@ -201,14 +207,14 @@ class Auto(AuPlugin):
     """`auto` run as a plugin: drives the source `default_source` picks. (Evaluate's configuration resolves
     `auto` to that name first, so the summary names the real source; this keeps `auto` working without.)"""
 
-    def __init__(self, config: EvaluateConfig, device: str) -> None:
+    def __init__(self, config: AuSettings, device: str) -> None:
         super().__init__(config, device)
         self.chosen = default_source(config)
         self.inner = AU_SOURCES.get(self.chosen, "evaluate.au")(config, device)
         self.reason, self.streaming = self.inner.reason, self.inner.streaming
 
     @staticmethod
-    def unavailable(config: EvaluateConfig) -> str | None:
+    def unavailable(config: AuSettings) -> str | None:
         return AU_SOURCES.get(default_source(config), "evaluate.au").unavailable(config)
 
     def add(self, label: str, frames: list[tuple[int, np.ndarray]]) -> None:

@@ -3,13 +3,12 @@ from __future__ import annotations
 
 import pandas as pd
 
-from reports.au_source import AU_SOURCES, AuPlugin
-from stages.evaluate_config import EvaluateConfig
+from reports.au_source import AU_SOURCES, AuPlugin, AuSettings
 
 
 @AU_SOURCES.register("none")
 class NoAu(AuPlugin):
-    def __init__(self, config: EvaluateConfig, device: str) -> None:
+    def __init__(self, config: AuSettings, device: str) -> None:
         super().__init__(config, device)
         self.reason = "disabled (evaluate.au: none)"
 

@@ -8,22 +8,23 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from reports.au_source import AU_SOURCES, AuPlugin
-from stages.evaluate_config import EvaluateConfig
+from reports.au_source import AU_SOURCES, AuPlugin, AuSettings
 
 
 @AU_SOURCES.register("pyfeat")
 class PyFeat(AuPlugin):
-    def __init__(self, config: EvaluateConfig, device: str) -> None:
+    def __init__(self, config: AuSettings, device: str) -> None:
         super().__init__(config, device)
-        from reports.pyfeat_au import load_detector  # imports py-feat only when it is the chosen source
+        from reports.pyfeat_au import (
+            load_detector,  # imports py-feat only when it is the chosen source
+        )
 
         self.detector, self.reason = load_detector(config.pyfeat_model_dir, device)
         self.streaming = self.detector is not None
         self._tables: dict[str, list[pd.DataFrame]] = {"original": [], "swapped": []}
 
     @staticmethod
-    def unavailable(config: EvaluateConfig) -> str | None:
+    def unavailable(config: AuSettings) -> str | None:
         from reports.pyfeat_au import unavailable
 
         return unavailable(config.pyfeat_model_dir)

@@ -20,7 +20,7 @@ from typing import Any, Callable, Mapping
 
 import numpy as np
 
-from pipeline.plugins import Registry
+from core.plugins import Registry
 
 log = logging.getLogger("deid.evaluate")
 

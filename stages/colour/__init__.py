@@ -11,7 +11,7 @@ from typing import Protocol
 
 import numpy as np
 
-from pipeline.plugins import Registry
+from core.plugins import Registry
 
 
 class ColourCorrection(Protocol):

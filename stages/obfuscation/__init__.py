@@ -12,7 +12,7 @@ from typing import ClassVar, Protocol
 
 import numpy as np
 
-from pipeline.plugins import Registry
+from core.plugins import Registry
 
 
 class Obfuscation(Protocol):

@@ -12,7 +12,7 @@ import importlib
 import os
 from typing import Callable, Generic, Sequence, TypeVar
 
-from pipeline.errors import ConfigError, DeidError
+from core.errors import ConfigError, DeidError
 
 T = TypeVar("T")
 PLUGINS_ENV = "DEID_PLUGINS"
@@ -26,6 +26,11 @@ class Registry(Generic[T]):
         self._builtins = tuple(builtins)
         self._entries: dict[str, T] = {}
         self._loaded = False
+
+    @property
+    def builtin_modules(self) -> tuple[str, ...]:
+        """The built-in plugin modules, by name, in their listed order (imported at the first lookup)."""
+        return self._builtins
 
     def register(self, name: str) -> Callable[[T], T]:
         """Decorator: `@REGISTRY.register("name")` on the plugin's class or factory."""

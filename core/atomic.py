@@ -12,10 +12,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Iterator
 
-import cv2
-import numpy as np
-
-from pipeline.errors import DeidError, disk_error
+from core.errors import DeidError, disk_error
 
 
 def writable_folder(folder: Path) -> None:
@@ -68,14 +65,3 @@ def write_text(path: Path, text: str) -> None:
 
 def write_json(path: Path, obj: Any, indent: int | None = 1) -> None:
     write_text(path, json.dumps(obj, indent=indent, allow_nan=False) + "\n")
-
-
-def write_image(path: Path, image: np.ndarray, params: list[int] | None = None) -> None:
-    """Encode in memory and write atomically; `image` is what cv2 expects (BGR or single channel)."""
-    ok, encoded = cv2.imencode(Path(path).suffix or ".png", image, params or [])
-    if not ok:
-        raise OSError(f"could not encode image for {path}")
-    # No fsync per face: thousands of small files would make extraction disk-bound; the rename alone
-    # still guarantees that a file with the final name is complete.
-    with atomic_path(path) as tmp:
-        tmp.write_bytes(encoded.tobytes())
