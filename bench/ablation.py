@@ -1,6 +1,6 @@
 """Which training change helps the swap keep A's expression: the baseline, each change alone, all together.
 
-    python -m bench.ablation [--iterations 3317] [--pairs talking WolfgangLanger] [--arms NAME ...]
+    python -m deid.bench.ablation [--iterations 3317] [--pairs talking WolfgangLanger] [--arms NAME ...]
                              [--frames 0] [--device auto] [--work DIR] [--out bench/results/ablation.json]
 
 Every arm trains the same pair from iteration 0 for the same number of iterations (a budget a shared
@@ -29,9 +29,9 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from bench.machine import machine_info  # noqa: E402
-from bench.quality import DATA, run  # noqa: E402
-from core.atomic import write_json, write_text  # noqa: E402
+from deid.bench.machine import machine_info  # noqa: E402
+from deid.bench.quality import DATA, run  # noqa: E402
+from deid.core.atomic import write_json, write_text  # noqa: E402
 
 PAIRS = {"talking": (DATA / "talking_1.mp4", DATA / "talking_2.mp4"),
          "WolfgangLanger": (DATA / "WolfgangLanger_Pexels.mp4", DATA / "talking_2.mp4")}

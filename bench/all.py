@@ -1,6 +1,6 @@
-"""All benchmarks in one run, one JSON: `deid bench` (or `python -m bench.all`).
+"""All benchmarks in one run, one JSON: `deid bench` (or `python -m deid.bench.all`).
 
-    python -m bench.all [-o bench/results/bench.json] [--device auto] [--only extract,train,convert,evaluate]
+    python -m deid.bench.all [-o bench/results/bench.json] [--device auto] [--only extract,train,convert,evaluate]
                         [--quick] [--families original,dfaker,villain] [--part-args 'extract=--video V']
 
 Each part is its bench script (bench/extract.py, train.py, convert.py, evaluate.py) run as its own
@@ -29,8 +29,8 @@ import time
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
-from bench.machine import machine_info
-from core.atomic import write_json
+from deid.bench.machine import machine_info
+from deid.core.atomic import write_json
 
 ROOT = Path(__file__).resolve().parents[1]
 ALL: tuple[str, ...] = ("extract", "train", "convert", "evaluate")
@@ -56,7 +56,7 @@ UNITS = {"extract": "frames/s", "train": "images/s", "convert": "frames/s", "eva
 
 def registered_families() -> tuple[str, ...]:
     """Every registered model family (models/swap/ and any plugin in $DEID_PLUGINS): the train part's default."""
-    from models.swap import FAMILIES  # imports torch: only when a list is needed
+    from deid.models.swap import FAMILIES  # imports torch: only when a list is needed
 
     return FAMILIES.names()
 
@@ -136,7 +136,7 @@ def _last_line(text: str) -> str:
 def run_part(part: str, command: Sequence[str], out_json: Path, progress: bool) -> dict:
     """Run one part's script in its own process; its JSON, or {"error", "returncode", ...} if it failed."""
     env = dict(os.environ)
-    # `-m bench.x` must find this checkout even when the package is not installed and the CWD is elsewhere.
+    # `-m deid.bench.x` must find this checkout even when the package is not installed and the CWD is elsewhere.
     env["PYTHONPATH"] = os.pathsep.join([str(ROOT)] + [p for p in env.get("PYTHONPATH", "").split(os.pathsep) if p])
     env.setdefault("PYTHONWARNINGS", "ignore:pkg_resources is deprecated:UserWarning")
     start = time.perf_counter()
@@ -283,7 +283,7 @@ def format_table(result: Mapping[str, Any]) -> str:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m bench.all", description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(prog="python -m deid.bench.all", description=__doc__.split("\n\n")[0])
     configure_parser(parser)
     parser.add_argument("-q", "--quiet", action="store_true", help="no per-part output, only the table")
     args = parser.parse_args(argv)

@@ -1,6 +1,6 @@
 """Convert throughput: frames/s of `deid convert` on a 720p clip, with the default model architecture.
 
-    python -m bench.convert [--frames 120] [--device auto] [--model original] [--out bench/results/convert.json]
+    python -m deid.bench.convert [--frames 120] [--device auto] [--model original] [--out bench/results/convert.json]
 
 The clip is WolfgangLanger_Pexels.mp4 upscaled to 1280x720 (a real face in every frame). The model has
 the family's default architecture trained for one iteration: inference costs the same whatever the
@@ -19,13 +19,13 @@ sys.path.insert(0, str(ROOT))
 
 import ffmpeg  # noqa: E402
 
-from bench.machine import machine_info  # noqa: E402
-from core.atomic import write_json  # noqa: E402
-from pipeline.config import ConvertConfig, ExtractConfig  # noqa: E402
-from stages.convert import convert  # noqa: E402
-from stages.extract import extract  # noqa: E402
-from stages.train import train  # noqa: E402
-from stages.train_config import TrainConfig  # noqa: E402
+from deid.bench.machine import machine_info  # noqa: E402
+from deid.core.atomic import write_json  # noqa: E402
+from deid.pipeline.config import ConvertConfig, ExtractConfig  # noqa: E402
+from deid.stages.convert import convert  # noqa: E402
+from deid.stages.extract import extract  # noqa: E402
+from deid.stages.train import train  # noqa: E402
+from deid.stages.train_config import TrainConfig  # noqa: E402
 
 SOURCE = ROOT / "tests" / "data" / "video" / "WolfgangLanger_Pexels.mp4"
 
@@ -34,7 +34,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--frames", type=int, default=120)
     parser.add_argument("--device", default="auto")
-    from models.swap import FAMILIES
+    from deid.models.swap import FAMILIES
 
     parser.add_argument("--model", default="original", choices=FAMILIES.names())
     parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "convert.json")

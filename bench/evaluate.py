@@ -1,6 +1,6 @@
 """Evaluate throughput at the study's protocol size: the identity pass on 100 and 1000 frames of a 720p clip.
 
-    python -m bench.evaluate [--video V] [--frames 100,1000] [--device auto] [--out bench/results/evaluate.json]
+    python -m deid.bench.evaluate [--video V] [--frames 100,1000] [--device auto] [--out bench/results/evaluate.json]
 
 Without --video the clip is built once (bench/results/clip720.mp4, not committed): the repository's
 WolfgangLanger_Pexels.mp4 scaled to 1280x720 and looped to 1440 frames. The clip is evaluated against
@@ -23,12 +23,12 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from bench.machine import machine_info  # noqa: E402
-from core.atomic import write_json  # noqa: E402
-from reports import au  # noqa: E402
-from stages.evaluate import evaluate  # noqa: E402
-from stages.evaluate_config import EvaluateConfig  # noqa: E402
-from stages.media import ffmpeg_path, iter_frames, probe  # noqa: E402
+from deid.bench.machine import machine_info  # noqa: E402
+from deid.core.atomic import write_json  # noqa: E402
+from deid.reports import au  # noqa: E402
+from deid.stages.evaluate import evaluate  # noqa: E402
+from deid.stages.evaluate_config import EvaluateConfig  # noqa: E402
+from deid.stages.media import ffmpeg_path, iter_frames, probe  # noqa: E402
 
 DATA = ROOT / "tests" / "data"
 SOURCE = DATA / "video" / "WolfgangLanger_Pexels.mp4"
@@ -90,7 +90,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "evaluate.json")
     args = parser.parse_args(argv)
 
-    from reports.pyfeat_au import load_detector
+    from deid.reports.pyfeat_au import load_detector
 
     video = args.video or clip_720p()
     info = probe(video)

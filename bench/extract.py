@@ -1,6 +1,6 @@
 """Extraction throughput: our extract stage vs the study's naive per-frame face_recognition loop.
 
-    python -m bench.extract [--video V] [--frames N] [--device auto] [--out bench/results/extract.json]
+    python -m deid.bench.extract [--video V] [--frames N] [--device auto] [--out bench/results/extract.json]
 
 The naive loop is what the study's scripts did: for every frame, `face_recognition.face_locations`
 (dlib HOG, upsample 1) and then `face_recognition.face_landmarks` on those boxes. It writes nothing,
@@ -18,11 +18,11 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from bench.machine import machine_info  # noqa: E402
-from core.atomic import write_json  # noqa: E402
-from pipeline.config import ExtractConfig  # noqa: E402
-from stages.extract import extract  # noqa: E402
-from stages.media import iter_frames, probe  # noqa: E402
+from deid.bench.machine import machine_info  # noqa: E402
+from deid.core.atomic import write_json  # noqa: E402
+from deid.pipeline.config import ExtractConfig  # noqa: E402
+from deid.stages.extract import extract  # noqa: E402
+from deid.stages.media import iter_frames, probe  # noqa: E402
 
 DEFAULT_VIDEO = ROOT / "tests" / "data" / "video" / "WolfgangLanger_Pexels.mp4"
 

@@ -5,7 +5,7 @@ import os
 import platform
 from pathlib import Path
 
-from pipeline.runner import package_versions
+from deid.pipeline.runner import package_versions
 
 
 def machine_info() -> dict:

@@ -37,10 +37,10 @@ sys.path.insert(0, str(ROOT))
 
 import numpy as np  # noqa: E402
 
-from bench.crowd import build_crowd_clip  # noqa: E402
-from bench.machine import machine_info  # noqa: E402
-from core.atomic import write_json  # noqa: E402
-from stages.media import iter_frames, probe  # noqa: E402
+from deid.bench.crowd import build_crowd_clip  # noqa: E402
+from deid.bench.machine import machine_info  # noqa: E402
+from deid.core.atomic import write_json  # noqa: E402
+from deid.stages.media import iter_frames, probe  # noqa: E402
 
 DEFAULT_DATA = ROOT / "tests" / "data"
 VIDEO_SUFFIXES = (".mp4", ".mov")
@@ -147,7 +147,7 @@ def main() -> None:
             row: dict = {"frames": frames, "size": f"{probe(video).width}x{probe(video).height}",
                          "faces_in_original_hog": original_faces(video, args.every)}
             deid_dir = tmp / f"deid_{Path(name).stem}"
-            seconds, code, tail, peak = timed([sys.executable, "-m", "pipeline.cli", "-q", "protect", str(video),
+            seconds, code, tail, peak = timed([sys.executable, "-m", "deid.pipeline.cli", "-q", "protect", str(video),
                                                "-o", str(deid_dir)], env)
             deid_out = deid_dir / f"{Path(name).stem}.mp4"
             if not deid_out.exists():

@@ -1,6 +1,6 @@
 """Swap quality per unit of compute: train a pair for a wall-clock budget and score it at regular points.
 
-    python -m bench.quality [--minutes 20 | --iterations N] [--points 5] [--a VIDEO --b VIDEO] [--model original]
+    python -m deid.bench.quality [--minutes 20 | --iterations N] [--points 5] [--a VIDEO --b VIDEO] [--model original]
                             [--width 0] [--identity-weight 0] [--init-from MODEL_DIR] [--seed 0]
                             [--clip-seconds 6] [--frames 0] [--train KEY=VALUE ...] [--device auto] [--work DIR]
                             [--out bench/results/quality.json]
@@ -35,10 +35,10 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from bench.machine import machine_info  # noqa: E402
-from core.atomic import write_bytes, write_json  # noqa: E402
-from pipeline.config import ConvertConfig, ExtractConfig  # noqa: E402
-from stages.media import ffmpeg_path, iter_frames, probe  # noqa: E402
+from deid.bench.machine import machine_info  # noqa: E402
+from deid.core.atomic import write_bytes, write_json  # noqa: E402
+from deid.pipeline.config import ConvertConfig, ExtractConfig  # noqa: E402
+from deid.stages.media import ffmpeg_path, iter_frames, probe  # noqa: E402
 
 DATA = ROOT / "tests" / "data" / "video"
 
@@ -65,8 +65,8 @@ def _images_per_s(model_dir: Path, since: int) -> float | None:
 def score_point(model_dir: Path | None, clip: Path, clip_faces: Path, ref_a: Path, ref_b: Path, work: Path,
                 device: str, frames: int, swapped: Path | None = None) -> dict:
     """Convert `clip` with the model (or score a ready `swapped` video: the controls) and evaluate it."""
-    from stages.convert import convert
-    from stages.protect_config import ProtectConfig
+    from deid.stages.convert import convert
+    from deid.stages.protect_config import ProtectConfig
 
     work.mkdir(parents=True, exist_ok=True)
     out = swapped or work / "swapped.mp4"
@@ -80,8 +80,8 @@ def score_point(model_dir: Path | None, clip: Path, clip_faces: Path, ref_a: Pat
 
 
 def _evaluate(clip: Path, swapped: Path, ref_a: Path, ref_b: Path, out: Path, device: str, frames: int):
-    from stages.evaluate import evaluate
-    from stages.evaluate_config import EvaluateConfig
+    from deid.stages.evaluate import evaluate
+    from deid.stages.evaluate_config import EvaluateConfig
 
     config = EvaluateConfig(frames=frames or 10**6, au="blendshapes", parrot="none")
     return evaluate(clip, swapped, ref_a, ref_b, out, config, progress=False, device=device)
@@ -128,8 +128,8 @@ def frames_picture(clip: Path, swapped: Path, clip_faces: Path, out: Path, count
     import cv2
     import numpy as np
 
-    from stages.alignments import load_alignments
-    from stages.donor_coverage import extreme_faces
+    from deid.stages.alignments import load_alignments
+    from deid.stages.donor_coverage import extreme_faces
 
     refs = list(load_alignments(clip_faces).faces())
     picks = sorted({refs[i].frame for i in extreme_faces([r.landmarks for r in refs])})[:count]
@@ -155,8 +155,8 @@ def train_settings(pairs: list[str]) -> dict:
     import dataclasses
     import typing
 
-    from core.errors import ConfigError
-    from stages.train_config import TrainConfig
+    from deid.core.errors import ConfigError
+    from deid.stages.train_config import TrainConfig
 
     hints = typing.get_type_hints(TrainConfig)
     fields = {f.name for f in dataclasses.fields(TrainConfig)}
@@ -182,7 +182,7 @@ def train_settings(pairs: list[str]) -> dict:
 def prepare(a: Path, b: Path, work: Path, clip_seconds: float, frames: int, device: str) -> dict:
     """Extract both people, cut and extract the scored clip, and score the controls, once per work folder:
     every variant of an ablation trained in the same folder is scored on the same clip and controls."""
-    from stages.extract import extract
+    from deid.stages.extract import extract
 
     work.mkdir(parents=True, exist_ok=True)
     faces = {}
@@ -216,8 +216,8 @@ def run(a: Path, b: Path, minutes: float, points: int, model: str, width: int, d
     with other work cannot shrink, so curves from different days compare). `train` sets any other train.*
     key; `variant` names the sub-folder of `work` its model and points go to (an ablation's arms share
     `work`'s extraction, clip and controls)."""
-    from stages.train import train as train_pair
-    from stages.train_config import TrainConfig
+    from deid.stages.train import train as train_pair
+    from deid.stages.train_config import TrainConfig
 
     ready = prepare(a, b, work, clip_seconds, frames, device)
     clip, clip_faces, ref_a, ref_b = ready["clip"], ready["clip_faces"], ready["ref_a"], ready["ref_b"]
@@ -307,7 +307,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--work", type=Path, default=ROOT / "bench" / "results" / "quality_work")
     parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "quality.json")
     args = parser.parse_args(argv)
-    from core.errors import ConfigError
+    from deid.core.errors import ConfigError
 
     try:
         settings = train_settings(args.train)

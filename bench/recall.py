@@ -80,9 +80,9 @@ def truth(image: np.ndarray) -> np.ndarray:
     import face_recognition
     import torch
 
-    from models.centerface import CenterFace
-    from models.mtcnn import MTCNN
-    from models.yunet import YuNet
+    from deid.models.centerface import CenterFace
+    from deid.models.mtcnn import MTCNN
+    from deid.models.yunet import YuNet
 
     hog = [[l, t, r, b] for t, r, b, l in face_recognition.face_locations(image, 1)]
     mt = [[x, y, x + w, y + h] for d in MTCNN(device=torch.device("cpu")).detect([image])[0] for x, y, w, h in [d.box]]
@@ -154,7 +154,7 @@ def close_up(name: str, image: np.ndarray, box: np.ndarray, size: int, frame: tu
 def make(name: str, search: str, coarse: bool, second: bool):
     import torch
 
-    from models.search import make_search
+    from deid.models.search import make_search
 
     made = make_search(search, torch.device("cpu"), 12)
     for member in getattr(made, "members", [made]):
@@ -189,7 +189,7 @@ def _inter(a: np.ndarray, b: np.ndarray) -> float:
 
 
 def false_positives(data: Path, search, tmp: Path) -> dict[str, float]:
-    from stages.media import ffmpeg_path, iter_frames, probe
+    from deid.stages.media import ffmpeg_path, iter_frames, probe
 
     clean = data / "video" / "no_face.mp4"
     dark = tmp / "no_face_dark.mp4"

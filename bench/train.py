@@ -1,6 +1,6 @@
 """Training throughput and peak memory per model family, at each family's default size and batch size.
 
-    python -m bench.train [--a A_DIR --b B_DIR] [--device auto] [--families original,dfaker,villain]
+    python -m deid.bench.train [--a A_DIR --b B_DIR] [--device auto] [--families original,dfaker,villain]
                           [--iterations 5] [--warmup 2] [--extract-every 1] [--out bench/results/train.json]
 
 Each family runs the real `deid train` stage (data in memory, batched augmentation on the device, the
@@ -28,8 +28,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from bench.machine import machine_info  # noqa: E402
-from core.atomic import write_json  # noqa: E402
+from deid.bench.machine import machine_info  # noqa: E402
+from deid.core.atomic import write_json  # noqa: E402
 
 DATA = ROOT / "tests" / "data" / "video"
 
@@ -38,10 +38,10 @@ def run_one(family: str, a_dir: Path, b_dir: Path, device: str, iterations: int,
     """Train `family` for warmup + iterations steps in this process; print and return its numbers."""
     import torch
 
-    from models.swap import build_model
-    from stages.checkpoint import ARCH_KEYS
-    from stages.train import train
-    from stages.train_config import TrainConfig
+    from deid.models.swap import build_model
+    from deid.stages.checkpoint import ARCH_KEYS
+    from deid.stages.train import train
+    from deid.stages.train_config import TrainConfig
 
     total = warmup + iterations
     config = TrainConfig(model=family, iterations=total, save_every=10 ** 6, preview_every=0, identity_every=0)
@@ -76,8 +76,8 @@ def run_one(family: str, a_dir: Path, b_dir: Path, device: str, iterations: int,
 
 
 def extract_inputs(workdir: Path, device: str = "auto", every: int = 1) -> tuple[Path, Path]:
-    from pipeline.config import ExtractConfig
-    from stages.extract import extract
+    from deid.pipeline.config import ExtractConfig
+    from deid.stages.extract import extract
 
     dirs = []
     for name in ("talking_1.mp4", "talking_2.mp4"):
@@ -92,7 +92,7 @@ def main() -> None:
     parser.add_argument("--a", type=Path, help="extract output of person A (default: talking_1.mp4 extracted)")
     parser.add_argument("--b", type=Path, help="extract output of person B (default: talking_2.mp4 extracted)")
     parser.add_argument("--device", default="auto")
-    from models.swap import FAMILIES
+    from deid.models.swap import FAMILIES
 
     parser.add_argument("--families", default=",".join(FAMILIES.names()),
                         help="comma list of registered model families (default: all of them)")

@@ -12,7 +12,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Iterator
 
-from core.errors import DeidError, disk_error
+from deid.core.errors import DeidError, disk_error
 
 
 def writable_folder(folder: Path) -> None:

@@ -13,7 +13,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Iterator
 
-from core.errors import DeidError
+from deid.core.errors import DeidError
 
 
 @contextmanager

@@ -12,7 +12,7 @@ import importlib
 import os
 from typing import Callable, Generic, Sequence, TypeVar
 
-from core.errors import ConfigError, DeidError
+from deid.core.errors import ConfigError, DeidError
 
 T = TypeVar("T")
 PLUGINS_ENV = "DEID_PLUGINS"

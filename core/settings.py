@@ -5,7 +5,7 @@ import dataclasses
 from pathlib import Path
 from typing import Any
 
-from core.errors import ConfigError
+from deid.core.errors import ConfigError
 
 
 def check_range(key: str, value: int, low: int, high: int) -> None:

@@ -17,7 +17,7 @@ from typing import Sequence
 import cv2
 import numpy as np
 
-from core.errors import DeidError
+from deid.core.errors import DeidError
 
 _INPUT, _OUTPUTS = "input.1", ["537", "538", "539", "540"]
 _STRIDE = 4

@@ -12,8 +12,8 @@ from typing import Callable, Protocol, Sequence
 import numpy as np
 import torch
 
-from core.plugins import Registry
-from models.landmarks import Rect
+from deid.core.plugins import Registry
+from deid.models.landmarks import Rect
 
 
 @dataclass(frozen=True)
@@ -66,7 +66,7 @@ class MtcnnDetector:
     name = "mtcnn"
 
     def __init__(self, device: torch.device, min_face_size: int = 40) -> None:
-        from models.mtcnn import MTCNN
+        from deid.models.mtcnn import MTCNN
 
         self._mtcnn = MTCNN(device=device, min_face_size=min_face_size)
 
@@ -92,7 +92,7 @@ MTCNN_TO_DLIB_SHIFT = 0.044
 DetectorFactory = Callable[[torch.device, int], FaceDetector]
 # Extraction detectors, by name: a plugin is a factory (device, min_face_px) -> FaceDetector registered
 # with `@DETECTORS.register("name")` in a module of its own (or named in $DEID_PLUGINS).
-DETECTORS: Registry[DetectorFactory] = Registry("detector", ["models.detectors"])
+DETECTORS: Registry[DetectorFactory] = Registry("detector", ["deid.models.detectors"])
 
 
 @DETECTORS.register("mtcnn")

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import torch
 
-from core.errors import DeidError
+from deid.core.errors import DeidError
 
 
 def resolve_device(name: str) -> torch.device:

@@ -40,7 +40,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from models.alignment import MEAN_FACE_X, MEAN_FACE_Y
+from deid.models.alignment import MEAN_FACE_X, MEAN_FACE_Y
 
 CHIP_SIZE = 150  # input_rgb_image_sized<150>
 CHIP_PADDING = 0.25  # compute_face_descriptor's default padding

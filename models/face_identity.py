@@ -16,8 +16,8 @@ import cv2
 import numpy as np
 import torch
 
-from models.detectors import FaceBox, FaceDetector, make_detector
-from models.landmarks import IdentityModel, LandmarkModel, Rect
+from deid.models.detectors import FaceBox, FaceDetector, make_detector
+from deid.models.landmarks import IdentityModel, LandmarkModel, Rect
 
 MTCNN_MIN_FACE = 12  # the smallest face MTCNN's first stage can see, px
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 import cv2
 import numpy as np
 
-from models.alignment import CENTERING, MEAN_FACE, face_matrix, transform_points
+from deid.models.alignment import CENTERING, MEAN_FACE, face_matrix, transform_points
 
 # A generic head (after the model used in OpenCV's head-pose tutorials), in camera axes: x right,
 # y down, z away from the camera; nose tip, chin, outer eye corners, mouth corners (dlib 30, 8, 36, 45, 48, 54).

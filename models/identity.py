@@ -14,9 +14,9 @@ import dlib
 import numpy as np
 import torch
 
-from core.errors import DeidError
-from models.detectors import make_detector
-from models.landmarks import IdentityModel, LandmarkModel
+from deid.core.errors import DeidError
+from deid.models.detectors import make_detector
+from deid.models.landmarks import IdentityModel, LandmarkModel
 
 log = logging.getLogger("deid.identity")
 

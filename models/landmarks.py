@@ -14,7 +14,7 @@ from typing import Sequence
 import dlib
 import numpy as np
 
-from core.errors import DeidError
+from deid.core.errors import DeidError
 
 
 def _model_paths() -> tuple[Path, Path]:
@@ -72,7 +72,7 @@ class IdentityModel:
         if backend == "dlib":
             self._encoder = dlib.face_recognition_model_v1(str(encoder_path))
         elif backend == "torch":
-            from models.dlib_resnet import load_dlib_face_net
+            from deid.models.dlib_resnet import load_dlib_face_net
 
             self._net = load_dlib_face_net(encoder_path, device)
         else:
@@ -93,7 +93,7 @@ class IdentityModel:
                              for (image, _), lm in zip(faces, points)])
         import torch
 
-        from models.dlib_resnet import face_chips, full_fp32
+        from deid.models.dlib_resnet import face_chips, full_fp32
 
         device = next(self._net.parameters()).device
         chips = torch.cat([face_chips(np.ascontiguousarray(image), [lm], device) for (image, _), lm in zip(faces, points)])

@@ -29,7 +29,7 @@ from typing import Sequence
 import cv2
 import numpy as np
 
-from core.errors import DeidError
+from deid.core.errors import DeidError
 
 WEIGHTS = Path(__file__).resolve().parent / "weights" / "face_recognition_sface_2021dec.onnx"
 NAME = "SFace (OpenCV Zoo face_recognition_sface_2021dec, MobileFaceNet, 128-d, 5-point alignment)"

@@ -35,7 +35,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from core.errors import DeidError
+from deid.core.errors import DeidError
 
 WEIGHTS_DIR = Path(__file__).resolve().parent / "weights"
 WEIGHTS_FILE = "tddfa_mb05_120.safetensors"

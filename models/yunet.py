@@ -18,7 +18,7 @@ from typing import Sequence
 import cv2
 import numpy as np
 
-from core.errors import DeidError
+from deid.core.errors import DeidError
 
 WEIGHTS = Path(__file__).resolve().parent / "weights" / "yunet_s_640_640.onnx"
 _NMS_IOU = 0.3

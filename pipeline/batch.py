@@ -17,11 +17,11 @@ from typing import Literal, Sequence
 
 import pandas as pd
 
-from core.atomic import write_json, write_text
-from core.errors import ConfigError
-from pipeline.batch_manifest import load_batch
-from pipeline.batch_pair import PairResult, write_status
-from pipeline.donor_start import plan_donor_starts, with_start
+from deid.core.atomic import write_json, write_text
+from deid.core.errors import ConfigError
+from deid.pipeline.batch_manifest import load_batch
+from deid.pipeline.batch_pair import PairResult, write_status
+from deid.pipeline.donor_start import plan_donor_starts, with_start
 
 log = logging.getLogger("deid.batch")
 
@@ -46,7 +46,7 @@ def run_batch(manifest: Path, runs_dir: Path, executor: Executor = "local", addr
     for result in invalid:
         write_status(result, runs_dir / result.name)
     runnable = [job.config for job in jobs if job.config is not None]
-    from reports.au_source import note_unavailable
+    from deid.reports.au_source import note_unavailable
 
     note_unavailable([c.evaluate for c in runnable])
     bar = _progress_bar(len(jobs), len(invalid), progress)
@@ -62,13 +62,13 @@ def run_batch(manifest: Path, runs_dir: Path, executor: Executor = "local", addr
         if not runnable:
             results = []
         elif executor == "ray":
-            from pipeline.executor_ray import run_ray
+            from deid.pipeline.executor_ray import run_ray
 
             results = run_ray(runnable, runs_dir, address=address, force=force, on_result=report, starts=starts)
             for result in results:
                 write_status(result, runs_dir / result.name)
         else:
-            from pipeline.executor_local import run_local
+            from deid.pipeline.executor_local import run_local
 
             results = run_local(runnable, runs_dir, workers=workers, force=force, on_result=report, starts=starts)
     finally:
@@ -82,9 +82,9 @@ def run_batch(manifest: Path, runs_dir: Path, executor: Executor = "local", addr
 
 def dry_run(manifest: Path, runs_dir: Path, sets: Sequence[str] = (), config: Path | None = None) -> pd.DataFrame:
     """What a batch would do, stage by stage, without running anything (`deid batch --dry-run`)."""
-    from pipeline.batch_pair import shared_root
-    from pipeline.runner import Manifest, pending_reason
-    from pipeline.workflow import plan
+    from deid.pipeline.batch_pair import shared_root
+    from deid.pipeline.runner import Manifest, pending_reason
+    from deid.pipeline.workflow import plan
 
     runs_dir = Path(runs_dir).resolve()
     rows = []
@@ -110,7 +110,7 @@ def dry_run(manifest: Path, runs_dir: Path, sets: Sequence[str] = (), config: Pa
 
 
 def _progress_bar(total: int, done: int, enabled: bool):
-    from stages.progress import make_progress
+    from deid.stages.progress import make_progress
 
     return make_progress(total, "batch", "pair", enabled, initial=done)
 
@@ -125,7 +125,7 @@ def status_table(results: Sequence[PairResult]) -> pd.DataFrame:
 
 
 def write_tables(results: Sequence[PairResult], runs_dir: Path, seconds: float) -> None:
-    from reports.compare import compare, html_table, to_markdown
+    from deid.reports.compare import compare, html_table, to_markdown
 
     table = status_table(results)
     write_text(runs_dir / "status.csv", table.to_csv(index=False))

@@ -32,8 +32,8 @@ from typing import Any, Mapping, Sequence
 
 import yaml
 
-from core.errors import ConfigError, DeidError
-from pipeline.config import PipelineConfig, as_plain, config_from_mapping, load_config
+from deid.core.errors import ConfigError, DeidError
+from deid.pipeline.config import PipelineConfig, as_plain, config_from_mapping, load_config
 
 PAIR_KEYS = ("name", "target", "donor", "convert", "target_references", "donor_references", "overrides", "ravdess")
 TOP_KEYS = ("config", "defaults", "pairs")

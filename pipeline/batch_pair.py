@@ -18,12 +18,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterator
 
-from core.atomic import write_json
-from core.errors import DeidError, disk_error
-from core.locks import file_lock, try_lock
-from pipeline.config import PipelineConfig, config_from_mapping
-from pipeline.runner import Manifest, StageOutcome, run_stage
-from pipeline.workflow import PairLayout, plan
+from deid.core.atomic import write_json
+from deid.core.errors import DeidError, disk_error
+from deid.core.locks import file_lock, try_lock
+from deid.pipeline.config import PipelineConfig, config_from_mapping
+from deid.pipeline.runner import Manifest, StageOutcome, run_stage
+from deid.pipeline.workflow import PairLayout, plan
 
 log = logging.getLogger("deid.batch")
 

@@ -13,14 +13,14 @@ import warnings
 from pathlib import Path
 from typing import Sequence
 
-from core.errors import DeidError, disk_error
+from deid.core.errors import DeidError, disk_error
 
 
 def _extract_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("input", type=Path, help="a video file or a folder of images")
     parser.add_argument("-o", "--output", type=Path, required=True, help="output folder")
     parser.add_argument("--every", type=int, default=1, help="process every N-th frame (default 1)")
-    from models.detectors import DETECTORS
+    from deid.models.detectors import DETECTORS
 
     parser.add_argument("--detector", choices=DETECTORS.names(), default="mtcnn")
     parser.add_argument("--size", type=int, default=256, help="aligned crop size in px (default 256)")
@@ -69,12 +69,12 @@ def _clean_args(parser: argparse.ArgumentParser) -> None:
 
 def _protect_args(parser: argparse.ArgumentParser, method: bool = True) -> None:
     """Options of the protection pass and leak check (pipeline.yaml `protect:`), shared by protect/baseline/convert."""
-    from models.search import names as search_names
-    from stages.protect_config import ProtectConfig
+    from deid.models.search import names as search_names
+    from deid.stages.protect_config import ProtectConfig
 
     defaults = ProtectConfig()
     if method:
-        from stages.obfuscation import OBFUSCATIONS
+        from deid.stages.obfuscation import OBFUSCATIONS
 
         parser.add_argument("--method", choices=OBFUSCATIONS.names(), default=defaults.method,
                             help="how faces are hidden (default mask: a solid fill; blur and pixelate are defeated by "
@@ -101,7 +101,7 @@ def _protect_args(parser: argparse.ArgumentParser, method: bool = True) -> None:
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="deid", description="Video de-identification: face swap with proof.")
-    from core.version import version_line
+    from deid.core.version import version_line
 
     parser.add_argument("--version", action="version", version=version_line())
     parser.add_argument("-v", "--verbose", action="store_true", help="deid's debug logging: each stage's settings and decisions")
@@ -121,7 +121,7 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("a_dir", type=Path, help="faces of A, the person to hide (extract or clean folder)")
     train.add_argument("b_dir", type=Path, help="faces of B, the donor (extract or clean folder)")
     train.add_argument("-o", "--output", type=Path, required=True, help="model folder (resumed if it exists)")
-    from models.swap import FAMILIES
+    from deid.models.swap import FAMILIES
 
     train.add_argument("--model", choices=FAMILIES.names(), default=None, help="model family (default original)")
     train.add_argument("--width", type=int, default=None,
@@ -142,9 +142,9 @@ def build_parser() -> argparse.ArgumentParser:
     convert.add_argument("--faces", type=Path, required=True, help="extract or clean folder of THIS video (every frame)")
     convert.add_argument("--model", type=Path, required=True, help="trained model folder")
     convert.add_argument("-o", "--output", type=Path, required=True, help="output .mp4")
-    from stages.colour import COLOURS
-    from stages.masks import MASKS
-    from stages.obfuscation import OBFUSCATIONS
+    from deid.stages.colour import COLOURS
+    from deid.stages.masks import MASKS
+    from deid.stages.obfuscation import OBFUSCATIONS
 
     convert.add_argument("--fallback", choices=OBFUSCATIONS.names() + ("none",), default="black",
                          help="hiding of faces that cannot be swapped (default black: a solid fill; blur and pixelate "
@@ -184,8 +184,8 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("-o", "--output", type=Path, required=True, help="output folder (reports/ inside)")
     ev.add_argument("--frames", type=int, default=1000, help="frames sampled (default 1000)")
     ev.add_argument("--seed", type=int, default=0)
-    from reports.au_source import AU_SOURCES
-    from reports.metrics import METRICS
+    from deid.reports.au_source import AU_SOURCES
+    from deid.reports.metrics import METRICS
 
     ev.add_argument("--au", choices=AU_SOURCES.names(), default="auto",
                     help="where AU intensities come from (default auto: pyfeat where its weights are present, else "
@@ -230,11 +230,11 @@ def build_parser() -> argparse.ArgumentParser:
     batch.add_argument("--dry-run", action="store_true",
                        help="list every pair's stages and whether each is up to date or would run, and why; run nothing")
 
-    from pipeline.ravdess import configure_parser as ravdess_args
+    from deid.pipeline.ravdess import configure_parser as ravdess_args
 
     ravdess_args(sub.add_parser("ravdess", help="write a batch manifest for a RAVDESS tree (the study's split per actor)"))
 
-    from bench.all import configure_parser as bench_args
+    from deid.bench.all import configure_parser as bench_args
 
     bench_args(sub.add_parser("bench", help="measure extract/train/convert/evaluate throughput into one JSON"))
 
@@ -277,52 +277,52 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 def _dispatch(args: argparse.Namespace, progress: bool) -> int:
     if args.command == "extract":
-        from pipeline.commands import run_extract
+        from deid.pipeline.commands import run_extract
 
         run_extract(args, progress)
     elif args.command == "clean":
-        from pipeline.commands import run_clean
+        from deid.pipeline.commands import run_clean
 
         run_clean(args, progress)
     elif args.command == "sort":
-        from stages.sort import sort_faces
+        from deid.stages.sort import sort_faces
 
         index = sort_faces(args.input, args.output, args.by, progress)
         print(f"sorted by {args.by}: {index}")
     elif args.command == "train":
-        from pipeline.commands import run_train
+        from deid.pipeline.commands import run_train
 
         run_train(args, progress)
     elif args.command == "convert":
-        from pipeline.commands import run_convert
+        from deid.pipeline.commands import run_convert
 
         run_convert(args, progress)
     elif args.command == "protect":
-        from pipeline.commands import run_protect
+        from deid.pipeline.commands import run_protect
 
         return run_protect(args, progress)
     elif args.command == "baseline":
-        from pipeline.commands import run_baseline
+        from deid.pipeline.commands import run_baseline
 
         run_baseline(args, progress)
     elif args.command == "evaluate":
-        from pipeline.commands import run_evaluate
+        from deid.pipeline.commands import run_evaluate
 
         run_evaluate(args, progress)
     elif args.command == "compare":
-        from reports.compare import compare
+        from deid.reports.compare import compare
 
         table = compare(args.runs, args.output)
         print(table.to_string(index=False))
         print(f"-> {args.output / 'compare.csv'}, compare.md, compare.html")
     elif args.command == "run":
-        from pipeline.config import load_config
-        from pipeline.workflow import run_pipeline
+        from deid.pipeline.config import load_config
+        from deid.pipeline.workflow import run_pipeline
 
         config = load_config(args.config)
         if args.allow_damaged:
             config = dataclasses.replace(config, allow_damaged=True)
-        from reports.au_source import note_unavailable
+        from deid.reports.au_source import note_unavailable
 
         note_unavailable([config.evaluate])
         for outcome in run_pipeline(config, force=args.force, progress=progress):
@@ -330,7 +330,7 @@ def _dispatch(args: argparse.Namespace, progress: bool) -> int:
             if verdict:
                 print(f"{config.pair}: {str(verdict.get('level', '?')).upper()}: {verdict.get('text', '')}")
     elif args.command == "batch":
-        from pipeline.batch import dry_run, run_batch
+        from deid.pipeline.batch import dry_run, run_batch
 
         if args.dry_run:
             listing = dry_run(args.manifest, args.output, sets=args.sets, config=args.config)
@@ -341,19 +341,19 @@ def _dispatch(args: argparse.Namespace, progress: bool) -> int:
                             progress=progress)
         return 0 if all(r.status in ("done", "skipped") for r in results) else 1
     elif args.command == "ravdess":
-        from pipeline.ravdess import run_command
+        from deid.pipeline.ravdess import run_command
 
         return run_command(args, progress)
     elif args.command == "bench":
-        from bench.all import run_command as run_bench
+        from deid.bench.all import run_command as run_bench
 
         return run_bench(args, progress)
     elif args.command == "doctor":
-        from pipeline.doctor import run_doctor
+        from deid.pipeline.doctor import run_doctor
 
         return run_doctor()
     elif args.command == "demo":
-        from pipeline.demo import run_demo
+        from deid.pipeline.demo import run_demo
 
         run_demo(args.output, device=args.device, force=args.force, progress=progress, iterations=args.iterations)
     return 0

@@ -9,14 +9,14 @@ import argparse
 import dataclasses
 from typing import TYPE_CHECKING
 
-from core.errors import ConfigError
-from pipeline.config import CleanConfig, ExtractConfig, PipelineConfig
-from pipeline.runner import Manifest, run_stage
-from pipeline.settings_log import log_settings
-from pipeline.workflow import clean_spec, extract_spec
+from deid.core.errors import ConfigError
+from deid.pipeline.config import CleanConfig, ExtractConfig, PipelineConfig
+from deid.pipeline.runner import Manifest, run_stage
+from deid.pipeline.settings_log import log_settings
+from deid.pipeline.workflow import clean_spec, extract_spec
 
 if TYPE_CHECKING:
-    from stages.protect_config import ProtectConfig
+    from deid.stages.protect_config import ProtectConfig
 
 
 def _cli_error(command: str, exc: ConfigError, section: str) -> ConfigError:
@@ -60,8 +60,8 @@ def run_clean(args: argparse.Namespace, progress: bool) -> None:
 
 
 def run_train(args: argparse.Namespace, progress: bool) -> None:
-    from pipeline.config import load_config
-    from stages.train import train
+    from deid.pipeline.config import load_config
+    from deid.stages.train import train
 
     base = load_config(args.config).train if args.config else PipelineConfig().train
     overrides = {k: v for k, v in (("model", args.model), ("width", args.width), ("latent", args.latent),
@@ -78,7 +78,7 @@ def run_train(args: argparse.Namespace, progress: bool) -> None:
 
 
 def protect_config(args: argparse.Namespace, command: str) -> "ProtectConfig":
-    from stages.protect_config import ProtectConfig
+    from deid.stages.protect_config import ProtectConfig
 
     try:
         return ProtectConfig(method=getattr(args, "method", "mask"), search=args.search, checker=args.checker,
@@ -95,8 +95,8 @@ def _leak_line(summary: dict) -> str:
 
 
 def run_convert(args: argparse.Namespace, progress: bool) -> None:
-    from pipeline.config import ConvertConfig
-    from stages.convert import convert
+    from deid.pipeline.config import ConvertConfig
+    from deid.stages.convert import convert
 
     try:
         config = ConvertConfig(fallback=args.fallback, color=args.color, mask=args.mask, max_gap=args.max_gap,
@@ -115,7 +115,7 @@ def run_convert(args: argparse.Namespace, progress: bool) -> None:
 
 
 def run_baseline(args: argparse.Namespace, progress: bool) -> None:
-    from stages.baseline import baseline
+    from deid.stages.baseline import baseline
 
     config = protect_config(args, "baseline")
     log_settings("baseline", {"device": args.device, "crf": args.crf, "protect": config}, f"{args.video} -> {args.output}")
@@ -133,7 +133,7 @@ def run_baseline(args: argparse.Namespace, progress: bool) -> None:
 
 
 def run_protect(args: argparse.Namespace, progress: bool) -> int:
-    from stages.protect_batch import protect_many
+    from deid.stages.protect_batch import protect_many
 
     log_settings("protect", {"device": args.device, "crf": args.crf, "protect": protect_config(args, "protect")},
                  f"{len(args.inputs)} input(s) -> {args.output}")
@@ -143,8 +143,8 @@ def run_protect(args: argparse.Namespace, progress: bool) -> int:
 
 
 def run_evaluate(args: argparse.Namespace, progress: bool) -> None:
-    from stages.evaluate import evaluate
-    from stages.evaluate_config import EvaluateConfig
+    from deid.stages.evaluate import evaluate
+    from deid.stages.evaluate_config import EvaluateConfig
 
     try:
         config = EvaluateConfig(frames=args.frames, seed=args.seed, au=args.au, au_original=args.au_original,
@@ -152,7 +152,7 @@ def run_evaluate(args: argparse.Namespace, progress: bool) -> None:
                                 pyfeat_model_dir=args.pyfeat_model_dir, metrics=args.metrics)
     except ConfigError as exc:
         raise _cli_error("evaluate", exc, "evaluate") from None
-    from reports.au_source import note_unavailable
+    from deid.reports.au_source import note_unavailable
 
     note_unavailable([config])
     log_settings("evaluate", {"device": args.device, **dataclasses.asdict(config)},

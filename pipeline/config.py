@@ -18,14 +18,14 @@ from typing import Any, Literal, Mapping
 
 import yaml
 
-from core.errors import ConfigError
-from core.settings import as_plain
-from stages.clean_config import CleanConfig
-from stages.convert_config import ConvertConfig
-from stages.evaluate_config import EvaluateConfig
-from stages.extract_config import ExtractConfig
-from stages.protect_config import ProtectConfig
-from stages.train_config import TrainConfig
+from deid.core.errors import ConfigError
+from deid.core.settings import as_plain
+from deid.stages.clean_config import CleanConfig
+from deid.stages.convert_config import ConvertConfig
+from deid.stages.evaluate_config import EvaluateConfig
+from deid.stages.extract_config import ExtractConfig
+from deid.stages.protect_config import ProtectConfig
+from deid.stages.train_config import TrainConfig
 
 Device = Literal["auto", "cpu", "cuda"]
 

@@ -11,10 +11,10 @@ from pathlib import Path
 
 import yaml
 
-from pipeline.config import load_config
-from pipeline.demo_media import build_demo_clips
-from pipeline.runner import StageOutcome
-from pipeline.workflow import layout, run_pipeline
+from deid.pipeline.config import load_config
+from deid.pipeline.demo_media import build_demo_clips
+from deid.pipeline.runner import StageOutcome
+from deid.pipeline.workflow import layout, run_pipeline
 
 log = logging.getLogger("deid.demo")
 

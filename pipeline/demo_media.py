@@ -20,9 +20,9 @@ import cv2
 import ffmpeg
 import numpy as np
 
-from core.atomic import atomic_path
-from core.errors import MediaError
-from stages.image_file import write_image
+from deid.core.atomic import atomic_path
+from deid.core.errors import MediaError
+from deid.stages.image_file import write_image
 
 # Bump when the rendering changes so that clips cached by an older version are rebuilt.
 _RENDER_VERSION = 2

@@ -40,7 +40,7 @@ def _pyfeat() -> tuple[bool, str]:
     if version is None:
         return False, "not installed: AU intensities not computed (expression scored by landmark geometry); " \
                       "pip install -e '.[pyfeat]'"
-    from reports.pyfeat_au import load_detector
+    from deid.reports.pyfeat_au import load_detector
 
     detector, reason = load_detector(None)
     if detector is None:
@@ -65,19 +65,19 @@ def _chromium() -> tuple[bool, str]:
 
 def _expression_models() -> list[tuple[str, bool, str]]:
     """Each shipped model of the evaluation and protection, and whether it can run here (nothing downloads)."""
-    from models.mediapipe_face import unavailable as mesh_unavailable
-    from models.yunet import WEIGHTS as YUNET
+    from deid.models.mediapipe_face import unavailable as mesh_unavailable
+    from deid.models.yunet import WEIGHTS as YUNET
 
     rows = []
     reason = mesh_unavailable()
     rows.append(("MediaPipe face mesh + blendshapes (AU, --au blendshapes)", reason is None,
                  reason or "shipped in models/weights/, runs offline"))
-    from models.tddfa import unavailable as tddfa_unavailable
+    from deid.models.tddfa import unavailable as tddfa_unavailable
 
     reason = tddfa_unavailable()
     rows.append(("3DDFA_V2 3DMM expression and pose (--metric 3dmm)", reason is None,
                  reason or "shipped in models/weights/, runs offline"))
-    from models.second_recogniser import load as load_sface
+    from deid.models.second_recogniser import load as load_sface
 
     _, reason = load_sface()
     rows.append(("SFace (evaluate's second recogniser)", reason is None,

@@ -16,8 +16,8 @@ import logging
 from pathlib import Path
 from typing import Sequence
 
-from pipeline.config import PipelineConfig
-from pipeline.workflow import layout
+from deid.pipeline.config import PipelineConfig
+from deid.pipeline.workflow import layout
 
 log = logging.getLogger("deid.batch")
 

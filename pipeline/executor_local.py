@@ -5,10 +5,10 @@ so a pair that crashes the interpreter (out of memory, a native library fault) f
 status and the others go on. Workers are told to die with the batch (Linux PR_SET_PDEATHSIG): a killed
 batch leaves no orphan writing into RUNS_DIR, and training saves its checkpoint on the SIGTERM.
 
-A worker imports deid from the folder this process runs it from, never from the current directory: it is
-not started with `python -m` (which puts the working directory first on sys.path, so a `pipeline/` or
-`models/` folder where the user starts the batch would replace deid's code) but with `-c` code that drops
-the working directory from sys.path and puts deid's own root first when it is not on the path already.
+A worker imports the installed deid (the same interpreter's), never a folder in the current directory: it
+is not started with `python -m` (which puts the working directory first on sys.path, so a `deid/` folder
+where the user starts the batch would replace deid's code) but with `-c` code that drops the working
+directory from sys.path before importing.
 """
 from __future__ import annotations
 
@@ -23,27 +23,22 @@ import time
 from pathlib import Path
 from typing import Callable, Mapping, Sequence
 
-from core.atomic import write_json
-from pipeline.batch_pair import STATUS_FILE, PairResult
-from pipeline.config import PipelineConfig, as_plain
-from pipeline.donor_start import DonorStart, is_trained, with_start
+from deid.core.atomic import write_json
+from deid.pipeline.batch_pair import STATUS_FILE, PairResult
+from deid.pipeline.config import PipelineConfig, as_plain
+from deid.pipeline.donor_start import DonorStart, is_trained, with_start
 
 log = logging.getLogger("deid.batch")
 
 _PR_SET_PDEATHSIG = 1
-# The folder that holds deid's packages (pipeline/, stages/, models/, ...), as this process imported them.
-DEID_ROOT = Path(__file__).resolve().parents[1]
 
 
 def worker_command(job: Path) -> list[str]:
-    """The worker's command line: pipeline.batch_pair's main on JOB, with deid's code from DEID_ROOT (or from
-    wherever this interpreter's path finds it: an installed deid) and nothing from the working directory."""
+    """The worker's command line: deid.pipeline.batch_pair's main on JOB, with deid from this interpreter's
+    installation and nothing from the working directory."""
     boot = ("import sys\n"
-            f"root = {str(DEID_ROOT)!r}\n"
             "sys.path[:] = [p for p in sys.path if p not in ('', '.')]\n"
-            "if root not in sys.path:\n"
-            "    sys.path.insert(0, root)\n"
-            "from pipeline.batch_pair import main\n"
+            "from deid.pipeline.batch_pair import main\n"
             "sys.exit(main())\n")
     # -P (Python >= 3.11) also keeps the working directory off sys.path before the code above runs.
     safe_path = ["-P"] if sys.version_info >= (3, 11) else []

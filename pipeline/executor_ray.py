@@ -18,8 +18,8 @@ reachable from the network: Ray rewrites a 127.0.0.1 node address to the host's 
 its GCS, raylet, workers and agents listen on every interface) unless it believes it is a single-machine
 install, so `_init` tells it so (RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=0, the switch Ray uses on macOS and
 Windows), and then checks that every node's address is loopback, refusing to run otherwise. Ray workers
-put the driver's working directory first on sys.path; ray.init is called from deid's own root, so a
-`pipeline/` or `models/` folder where the user started the batch cannot replace deid's code.
+put the driver's working directory first on sys.path; ray.init is called from the folder holding deid, so a
+`deid/` folder where the user started the batch cannot replace deid's code.
 """
 from __future__ import annotations
 
@@ -32,17 +32,18 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Callable, Iterator, Mapping, Sequence
 
-from core.errors import DeidError
-from pipeline.batch_pair import PairResult, failure_reason, link_shared, shared_root
-from pipeline.config import PipelineConfig, as_plain, config_from_mapping
-from pipeline.donor_start import DonorStart, is_trained, with_start
-from pipeline.runner import Manifest, run_stage
-from pipeline.workflow import plan
+from deid.core.errors import DeidError
+from deid.pipeline.batch_pair import PairResult, failure_reason, link_shared, shared_root
+from deid.pipeline.config import PipelineConfig, as_plain, config_from_mapping
+from deid.pipeline.donor_start import DonorStart, is_trained, with_start
+from deid.pipeline.runner import Manifest, run_stage
+from deid.pipeline.workflow import plan
 
 log = logging.getLogger("deid.batch")
 
-# The folder that holds deid's packages (pipeline/, stages/, models/, ...).
-DEID_ROOT = Path(__file__).resolve().parents[1]
+# The folder that holds the `deid` package (site-packages, or a checkout's parent): where ray.init runs, so that
+# what Ray puts first on its workers' sys.path holds deid itself and not the user's folders.
+DEID_HOME = Path(__file__).resolve().parents[2]
 # Ray's switch for "clusters are not supported here" (macOS, Windows): with it off, Ray keeps 127.0.0.1 as
 # the node address instead of replacing it with the host's routable one, and binds its servers to it.
 _SINGLE_MACHINE_ENV = "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"
@@ -230,13 +231,13 @@ def _single_machine(ray: Any) -> Iterator[None]:
 
 @contextmanager
 def _from_deid_root() -> Iterator[None]:
-    """Call ray.init from deid's own root: Ray puts the driver's working directory first on every worker's
+    """Call ray.init from the folder holding deid: Ray puts the driver's working directory first on every worker's
     sys.path (and a private Ray's workers start in it), so the user's folder must not be it."""
     try:
         previous = os.getcwd()
     except OSError:  # the working directory was deleted; nothing to restore
         previous = None
-    os.chdir(DEID_ROOT)
+    os.chdir(DEID_HOME)
     try:
         yield
     finally:

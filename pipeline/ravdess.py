@@ -20,10 +20,10 @@ from typing import Callable, Sequence
 
 import yaml
 
-from core.atomic import write_json, write_text
-from core.errors import ConfigError, DeidError
-from stages.concat import VIDEO_SUFFIXES, concat_clips, list_clips
-from stages.media import IMAGE_SUFFIXES
+from deid.core.atomic import write_json, write_text
+from deid.core.errors import ConfigError, DeidError
+from deid.stages.concat import VIDEO_SUFFIXES, concat_clips, list_clips
+from deid.stages.media import IMAGE_SUFFIXES
 
 log = logging.getLogger("deid.ravdess")
 

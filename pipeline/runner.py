@@ -32,22 +32,24 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any, Callable, Iterator, Mapping, Sequence
 
-from core.atomic import write_json
-from core.errors import DeidError
-from core.hashing import hash_input
-from core.locks import file_lock
-from core.plugins import PLUGINS_ENV
-from pipeline.settings_log import log_settings
+from deid.core.atomic import write_json
+from deid.core.errors import DeidError
+from deid.core.hashing import hash_input
+from deid.core.locks import file_lock
+from deid.core.plugins import PLUGINS_ENV
+from deid.pipeline.settings_log import log_settings
 
 log = logging.getLogger("deid.runner")
 
 MANIFEST_SCHEMA = 1
 _VERSIONED_PACKAGES = ("deid", "torch", "numpy", "opencv-python-headless", "dlib-bin", "mtcnn", "face-recognition")
-SOURCE_ROOT = Path(__file__).resolve().parents[1]  # the folder holding the packages below (checkout or site-packages)
+SOURCE_ROOT = Path(__file__).resolve().parents[1]  # the `deid` package: a checkout's root, or site-packages/deid
 _CODE_PACKAGES = ("core", "stages", "models", "pipeline", "reports")
-# Modules stages import that cannot change what they write: bookkeeping, and the config loader, whose
-# results reach each record as parameter values. Editing them re-runs nothing.
-_NOT_CODE = frozenset({"pipeline.runner", "core.locks", "core.errors", "core.hashing", "pipeline.config"})
+_CODE_PREFIXES = [["deid", package] for package in _CODE_PACKAGES]
+# Modules stages import that cannot change what they write: bookkeeping, the config loader (whose results
+# reach each record as parameter values) and `deid` itself (the scripting facade). Editing them re-runs nothing.
+_NOT_CODE = frozenset({"deid.pipeline.runner", "deid.core.locks", "deid.core.errors", "deid.core.hashing",
+                       "deid.pipeline.config"})
 
 
 @dataclass(frozen=True)
@@ -104,12 +106,12 @@ def code_fingerprint(modules: tuple[str, ...], root: Path | None = None) -> dict
     todo = list(modules)
     while todo:
         name = todo.pop()
-        if name in seen or name in _NOT_CODE or name.split(".")[0] not in _CODE_PACKAGES:
+        if name in seen or name in _NOT_CODE or name.split(".")[:2] not in _CODE_PREFIXES:
             continue
         seen.add(name)
         path = _module_file(root, name)
         if path is None:
-            continue  # `from stages.train import train`: a name inside a module, not a module
+            continue  # `from deid.stages.train import train`: a name inside a module, not a module
         data = path.read_bytes()
         digest = hashlib.sha256(data).hexdigest()
         files[path.relative_to(root).as_posix()] = digest
@@ -143,7 +145,8 @@ def _external_plugin_files() -> dict[str, str]:
 
 
 def _module_file(root: Path, name: str) -> Path | None:
-    base = root.joinpath(*name.split("."))
+    """The file of module `deid.a.b` under `root` (the folder that is the `deid` package)."""
+    base = root.joinpath(*name.split(".")[1:])
     for candidate in (base.with_suffix(".py"), base / "__init__.py"):
         if candidate.is_file():
             return candidate

@@ -17,9 +17,9 @@ import logging
 from dataclasses import dataclass
 from pathlib import Path
 
-from core.hashing import hash_input
-from pipeline.config import CleanConfig, PipelineConfig, as_plain
-from pipeline.runner import Manifest, StageOutcome, StageSpec, run_stage
+from deid.core.hashing import hash_input
+from deid.pipeline.config import CleanConfig, PipelineConfig, as_plain
+from deid.pipeline.runner import Manifest, StageOutcome, StageSpec, run_stage
 
 log = logging.getLogger("deid.run")
 
@@ -126,7 +126,7 @@ def _digest(*parts: object) -> str:
 
 def is_clip_folder(path: Path) -> bool:
     """A folder holding video files: its clips are concatenated into one video before extraction."""
-    from stages.concat import list_clips
+    from deid.stages.concat import list_clips
 
     return Path(path).is_dir() and bool(list_clips(Path(path)))
 
@@ -147,7 +147,7 @@ def _own_manifest(folder_or_file: Path, shared: bool) -> Path | None:
 
 
 def concat_spec(key: str, folder: Path, out: Path, shared: bool = False, progress: bool = True) -> StageSpec:
-    from stages.concat import concat_clips, list_clips
+    from deid.stages.concat import concat_clips, list_clips
 
     return StageSpec(
         key=key,
@@ -155,7 +155,7 @@ def concat_spec(key: str, folder: Path, out: Path, shared: bool = False, progres
         params={},
         outputs=[out],
         run=lambda: concat_clips(list_clips(folder), out, progress=progress),
-        code=("stages.concat",),
+        code=("deid.stages.concat",),
         manifest=_own_manifest(out, shared),
         record="concat" if shared else None,
     )
@@ -163,7 +163,7 @@ def concat_spec(key: str, folder: Path, out: Path, shared: bool = False, progres
 
 def extract_spec(key: str, source: Path, out_dir: Path, config: PipelineConfig, progress: bool = True,
                  shared: bool = False, needs: tuple[str, ...] = ()) -> StageSpec:
-    from stages.extract import extract
+    from deid.stages.extract import extract
 
     return StageSpec(
         key=key,
@@ -175,7 +175,7 @@ def extract_spec(key: str, source: Path, out_dir: Path, config: PipelineConfig, 
         needs=needs,
         # Each stage lists its module and those of the stages upstream of it (pipeline/runner.py says why);
         # not concat's: its one output video is hashed whole as extract's input.
-        code=("stages.extract",),
+        code=("deid.stages.extract",),
         manifest=_own_manifest(out_dir, shared),
         record="extract" if shared else None,
     )
@@ -183,7 +183,7 @@ def extract_spec(key: str, source: Path, out_dir: Path, config: PipelineConfig, 
 
 def clean_spec(key: str, extract_dir: Path, out_dir: Path, config: CleanConfig, references: tuple[Path, ...],
                progress: bool = True, shared: bool = False, needs: tuple[str, ...] = ()) -> StageSpec:
-    from stages.clean import clean
+    from deid.stages.clean import clean
 
     inputs = {"alignments": Path(extract_dir) / "alignments.json"}
     inputs.update({f"reference{i}": Path(p) for i, p in enumerate(references)})
@@ -194,7 +194,7 @@ def clean_spec(key: str, extract_dir: Path, out_dir: Path, config: CleanConfig, 
         outputs=[out_dir / "alignments.json", out_dir / "rejected.csv"],
         run=lambda: clean(extract_dir, out_dir, config, references=references, progress=progress),
         needs=needs,
-        code=("stages.clean", "stages.extract"),
+        code=("deid.stages.clean", "deid.stages.extract"),
         manifest=_own_manifest(out_dir, shared),
         record="clean" if shared else None,
     )
@@ -202,7 +202,7 @@ def clean_spec(key: str, extract_dir: Path, out_dir: Path, config: CleanConfig, 
 
 def train_spec(key: str, a_dir: Path, b_dir: Path, model_dir: Path, config: PipelineConfig,
                progress: bool = True, needs: tuple[str, ...] = ()) -> StageSpec:
-    from stages.train import train
+    from deid.stages.train import train
 
     return StageSpec(
         key=key,
@@ -211,13 +211,13 @@ def train_spec(key: str, a_dir: Path, b_dir: Path, model_dir: Path, config: Pipe
         outputs=[model_dir / "state.json", model_dir / "model.pt"],
         run=lambda: train(a_dir, b_dir, model_dir, config.train, device=config.device, progress=progress),
         needs=needs,
-        code=("stages.train", "stages.clean", "stages.extract"),
+        code=("deid.stages.train", "deid.stages.clean", "deid.stages.extract"),
     )
 
 
 def convert_spec(key: str, video: Path, faces_dir: Path, model_dir: Path, out: Path, config: PipelineConfig,
                  progress: bool = True, needs: tuple[str, ...] = ()) -> StageSpec:
-    from stages.convert import convert
+    from deid.stages.convert import convert
 
     return StageSpec(
         key=key,
@@ -228,7 +228,7 @@ def convert_spec(key: str, video: Path, faces_dir: Path, model_dir: Path, out: P
         run=lambda: convert(video, faces_dir, model_dir, out, config.convert, device=config.device, progress=progress,
                             protect=config.protect, allow_damaged=config.allow_damaged),
         needs=needs,
-        code=("stages.convert", "stages.train", "stages.clean", "stages.extract"),
+        code=("deid.stages.convert", "deid.stages.train", "deid.stages.clean", "deid.stages.extract"),
     )
 
 
@@ -245,8 +245,8 @@ def recogniser_caveats(config: PipelineConfig) -> tuple[str, ...]:
 def evaluate_spec(key: str, original: Path, swapped: Path, references: tuple[Path, Path], out_dir: Path,
                   config: PipelineConfig, progress: bool = True, name: str | None = None,
                   needs: tuple[str, ...] = (), model_dir: Path | None = None) -> StageSpec:
-    from stages.donor_coverage import coverage_caveats
-    from stages.evaluate import evaluate
+    from deid.stages.donor_coverage import coverage_caveats
+    from deid.stages.evaluate import evaluate
 
     return StageSpec(
         key=key,
@@ -261,8 +261,8 @@ def evaluate_spec(key: str, original: Path, swapped: Path, references: tuple[Pat
                              caveats=recogniser_caveats(config)
                              + (coverage_caveats(model_dir) if model_dir is not None else ())).as_json(),
         needs=needs,
-        code=("stages.evaluate", "stages.references", "stages.convert", "stages.train", "stages.clean",
-              "stages.extract"),
+        code=("deid.stages.evaluate", "deid.stages.references", "deid.stages.convert", "deid.stages.train", "deid.stages.clean",
+              "deid.stages.extract"),
     )
 
 
@@ -270,14 +270,14 @@ def _reference_stage(pair: PairLayout, source: Source) -> tuple[Path, StageSpec 
     """The configured reference photo, or a stage that picks one from the person's clean faces."""
     if source.references:
         return source.references[0], None
-    from stages.references import pick_reference
+    from deid.stages.references import pick_reference
 
     out = pair.evaluate_dir / f"reference_{source.id}.png"
     faces, video = source.clean_dir, source.video
     return out, StageSpec(key=f"reference:{source.id}", inputs={"faces": faces / "alignments.json"}, params={},
                           outputs=[out], run=lambda: {"reference": str(pick_reference(faces, video, out))},
                           needs=(f"clean:{source.id}",),
-                          code=("stages.references", "stages.clean", "stages.extract"))
+                          code=("deid.stages.references", "deid.stages.clean", "deid.stages.extract"))
 
 
 def plan(config: PipelineConfig, progress: bool = True, shared: Path | None = None) -> tuple[PairLayout, list[StageSpec]]:

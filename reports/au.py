@@ -23,7 +23,7 @@ from typing import Literal
 import numpy as np
 import pandas as pd
 
-from core.errors import DeidError
+from deid.core.errors import DeidError
 
 AuFormat = Literal["openface", "pyfeat-csv"]
 _OPENFACE_AU = re.compile(r"^AU(\d{2})_r$")

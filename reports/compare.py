@@ -19,13 +19,13 @@ from typing import Any, Sequence
 import numpy as np
 import pandas as pd
 
-from core.atomic import write_text
-from core.errors import DeidError
-from models.face_distance import SAME_PERSON_DISTANCE
-from reports import html as report_html
-from reports.expression import headline
-from reports.identity import COMPARISONS
-from reports.summary import EvaluationSummary
+from deid.core.atomic import write_text
+from deid.core.errors import DeidError
+from deid.models.face_distance import SAME_PERSON_DISTANCE
+from deid.reports import html as report_html
+from deid.reports.expression import headline
+from deid.reports.identity import COMPARISONS
+from deid.reports.summary import EvaluationSummary
 
 COLUMNS = ["name", "verdict", "OR-OR", "OR-SW", "SW-OR", "SW-SW", "re-id rate", "donor match", "SFace SW-OR",
            "SFace SW-SW", "re-id rate (SFace)", "donor match (SFace)", "no-face share",
@@ -151,7 +151,7 @@ def _figure(identity: dict[str, pd.DataFrame | None], thresholds: dict[str, floa
     runs = {name: t for name, t in identity.items() if t is not None and set(COMPARISONS) <= set(t.columns)}
     if not runs:
         return ""
-    from reports.plots import comparisons_by_run
+    from deid.reports.plots import comparisons_by_run
 
     return report_html.image_html(comparisons_by_run(runs, {n: thresholds[n] for n in runs}),
                                   "identity distances per run")

@@ -8,10 +8,10 @@ import sys
 
 import pandas as pd
 
-from core.errors import DeidError
-from reports import html as h
-from reports.identity import COMPARISONS
-from reports.summary import EvaluationSummary
+from deid.core.errors import DeidError
+from deid.reports import html as h
+from deid.reports.identity import COMPARISONS
+from deid.reports.summary import EvaluationSummary
 
 
 def render_html(summary: EvaluationSummary, table: pd.DataFrame, geo_table: pd.DataFrame, au_table: pd.DataFrame,
@@ -140,7 +140,7 @@ def _au_source(name: str | None) -> str:
     if not name:
         return "not named (a summary from an older deid)"
     try:
-        from reports.au_source import AU_SOURCES
+        from deid.reports.au_source import AU_SOURCES
 
         module = sys.modules.get(AU_SOURCES.get(name).__module__)
     except (DeidError, ImportError):  # an unknown or unloadable source must not cost the report: its name is enough

@@ -6,7 +6,7 @@ from typing import Callable
 
 import numpy as np
 
-from reports.identity import (
+from deid.reports.identity import (
     gallery_embeddings,
     list_gallery,
     match_gallery_name,

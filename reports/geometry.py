@@ -16,8 +16,8 @@ from typing import Sequence
 import numpy as np
 import pandas as pd
 
-from models.face_quality import head_pose
-from reports.au import pcc_rmse, summarize
+from deid.models.face_quality import head_pose
+from deid.reports.au import pcc_rmse, summarize
 
 GEOMETRY = ("mouth_open", "lip_corners", "eye_aperture", "brow_height")
 POSE = ("yaw", "pitch", "roll")

@@ -17,7 +17,7 @@ from typing import Any, Callable, Sequence
 import numpy as np
 import pandas as pd
 
-from core.errors import DeidError
+from deid.core.errors import DeidError
 
 COMPARISONS = ("OR-OR", "OR-SW", "SW-OR", "SW-SW")
 SECOND_PREFIX = "sface_"  # identity.csv columns of the second recogniser's cosine similarities
@@ -82,7 +82,7 @@ def add_similarities(table: pd.DataFrame, original: np.ndarray, swapped: np.ndar
                      ref_donor: np.ndarray, prefix: str = SECOND_PREFIX) -> pd.DataFrame:
     """The four comparisons again as cosine similarities of a second recogniser's features, as `prefix`
     columns of the same per-frame table (NaN where no face)."""
-    from models.second_recogniser import cosine_similarity
+    from deid.models.second_recogniser import cosine_similarity
 
     out = table.copy()
     for name, features, reference in (("OR-OR", original, ref_original), ("OR-SW", original, ref_donor),

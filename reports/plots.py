@@ -10,7 +10,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
-from reports.identity import COMPARISONS  # noqa: E402
+from deid.reports.identity import COMPARISONS  # noqa: E402
 
 
 def _png(fig) -> bytes:

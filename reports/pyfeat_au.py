@@ -174,7 +174,7 @@ def detect_aus(detector: Any, frames: Sequence[tuple[int, np.ndarray]], batch_si
     Calling it on successive chunks of a video and concatenating the tables gives the same table as one call."""
     import torch
 
-    from reports.au import _one_row_per_frame
+    from deid.reports.au import _one_row_per_frame
 
     frames = list(frames)
     if not frames:

@@ -14,8 +14,8 @@ from typing import Any, Mapping
 
 import numpy as np
 
-from core.errors import DeidError
-from reports.verdict import Verdict
+from deid.core.errors import DeidError
+from deid.reports.verdict import Verdict
 
 RECOGNISER = "dlib face_recognition ResNet (128-d embedding, 68-point alignment)"
 SCHEMA = 2

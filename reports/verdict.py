@@ -29,7 +29,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Mapping, Sequence
 
-from models.face_distance import SAME_PERSON_DISTANCE
+from deid.models.face_distance import SAME_PERSON_DISTANCE
 
 OK, WARN, BAD = "ok", "warn", "bad"
 FIRST = "dlib"  # the first recogniser's short name: face_recognition's ResNet, the one training can use

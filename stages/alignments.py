@@ -13,7 +13,7 @@ from typing import Any, Iterator
 
 import numpy as np
 
-from core.errors import DeidError
+from deid.core.errors import DeidError
 
 SCHEMA = 1
 

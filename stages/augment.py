@@ -16,7 +16,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
-from stages.train_data import MARGIN
+from deid.stages.train_data import MARGIN
 
 
 @dataclass(frozen=True)

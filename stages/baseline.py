@@ -14,12 +14,12 @@ from typing import Any
 
 import numpy as np
 
-from core.errors import DeidError
-from stages.alignments import load_alignments
-from stages.convert_inputs import check_matches
-from stages.media import probe
-from stages.protect import Hull, protect_video
-from stages.protect_config import ProtectConfig
+from deid.core.errors import DeidError
+from deid.stages.alignments import load_alignments
+from deid.stages.convert_inputs import check_matches
+from deid.stages.media import probe
+from deid.stages.protect import Hull, protect_video
+from deid.stages.protect_config import ProtectConfig
 
 log = logging.getLogger("deid.baseline")
 

@@ -49,10 +49,10 @@ from typing import IO, Any, Callable, Iterator, Mapping
 
 import torch
 
-from core.atomic import atomic_path, write_json
-from core.errors import DeidError
-from core.plugins import PLUGINS_ENV
-from models.swap import FAMILIES, SwapModel, build_model
+from deid.core.atomic import atomic_path, write_json
+from deid.core.errors import DeidError
+from deid.core.plugins import PLUGINS_ENV
+from deid.models.swap import FAMILIES, SwapModel, build_model
 
 log = logging.getLogger("deid.train")
 

@@ -24,20 +24,20 @@ from typing import Any, Sequence
 import cv2
 import numpy as np
 
-from core.atomic import write_json, write_text
-from core.errors import DeidError
-from core.settings import as_plain
-from models.alignment import transform_points
-from models.face_quality import focus_measure, head_pose, landmark_distance, thumbnail
-from models.identity import (
+from deid.core.atomic import write_json, write_text
+from deid.core.errors import DeidError
+from deid.core.settings import as_plain
+from deid.models.alignment import transform_points
+from deid.models.face_quality import focus_measure, head_pose, landmark_distance, thumbnail
+from deid.models.identity import (
     distance_to_references,
     dominant_cluster,
     reference_embeddings,
 )
-from models.landmarks import IdentityModel
-from stages.alignments import Alignments, FaceRef, load_alignments
-from stages.clean_config import CleanConfig
-from stages.progress import progress_bar
+from deid.models.landmarks import IdentityModel
+from deid.stages.alignments import Alignments, FaceRef, load_alignments
+from deid.stages.clean_config import CleanConfig
+from deid.stages.progress import progress_bar
 
 log = logging.getLogger("deid.clean")
 
@@ -223,7 +223,7 @@ def _cap_most_varied(faces: list[_Face], cap: int) -> None:
 
 
 def _variety_features(face: _Face) -> np.ndarray:
-    from models.alignment import face_matrix
+    from deid.models.alignment import face_matrix
 
     lm = face.ref.landmarks
     shape = transform_points(lm[17:68], face_matrix(lm)).ravel()

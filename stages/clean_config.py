@@ -4,9 +4,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal
 
-from core.errors import ConfigError
-from core.settings import check_range
-from models.face_distance import SAME_PERSON_DISTANCE
+from deid.core.errors import ConfigError
+from deid.core.settings import check_range
+from deid.models.face_distance import SAME_PERSON_DISTANCE
 
 ReferenceMode = Literal["mean", "closest"]
 

@@ -18,10 +18,10 @@ from typing import Sequence
 
 import ffmpeg
 
-from core.atomic import atomic_path
-from core.errors import MediaError
-from stages.media import _last_line, _rotation, ffmpeg_path, require_ffmpeg
-from stages.progress import progress_bar
+from deid.core.atomic import atomic_path
+from deid.core.errors import MediaError
+from deid.stages.media import _last_line, _rotation, ffmpeg_path, require_ffmpeg
+from deid.stages.progress import progress_bar
 
 VIDEO_SUFFIXES: tuple[str, ...] = (".mp4", ".mov", ".mkv", ".avi", ".webm", ".m4v", ".mpg", ".mpeg")
 

@@ -46,15 +46,15 @@ import cv2
 import numpy as np
 import torch
 
-from core.atomic import writable_folder
-from core.errors import DeidError
-from models.device import resolve_device
-from stages.alignments import load_alignments
-from stages.convert_config import ConvertConfig
-from stages.convert_inputs import check_matches, load_trained, source_alignments
-from stages.convert_log import FrameLog
-from stages.convert_plan import FramePlan, PlanFrames, bounds
-from stages.convert_steps import (
+from deid.core.atomic import writable_folder
+from deid.core.errors import DeidError
+from deid.models.device import resolve_device
+from deid.stages.alignments import load_alignments
+from deid.stages.convert_config import ConvertConfig
+from deid.stages.convert_inputs import check_matches, load_trained, source_alignments
+from deid.stages.convert_log import FrameLog
+from deid.stages.convert_plan import FramePlan, PlanFrames, bounds
+from deid.stages.convert_steps import (
     CheckIdentity,
     Colour,
     FrameItem,
@@ -66,22 +66,22 @@ from stages.convert_steps import (
     Swap,
     hidden_regions,
 )
-from stages.image_file import write_image
-from stages.leak_check import check_output
-from stages.masks import MASKS
-from stages.media import iter_frames, probe
-from stages.obfuscate import is_solid
-from stages.progress import progress_bar
-from stages.protect import warn_if_weak
-from stages.protect_config import ProtectConfig
-from stages.publish import (
+from deid.stages.image_file import write_image
+from deid.stages.leak_check import check_output
+from deid.stages.masks import MASKS
+from deid.stages.media import iter_frames, probe
+from deid.stages.obfuscate import is_solid
+from deid.stages.progress import progress_bar
+from deid.stages.protect import warn_if_weak
+from deid.stages.protect_config import ProtectConfig
+from deid.stages.publish import (
     frames_csv_path,
     publish,
     raise_if_leaky,
     refuse_to_replace,
     unchecked_path,
 )
-from stages.video_writer import VideoWriter
+from deid.stages.video_writer import VideoWriter
 
 log = logging.getLogger("deid.convert")
 

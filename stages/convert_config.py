@@ -5,8 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal
 
-from core.errors import ConfigError
-from core.settings import check_range
+from deid.core.errors import ConfigError
+from deid.core.settings import check_range
 
 SmoothingName = Literal["one-euro", "none"]
 
@@ -27,9 +27,9 @@ class ConvertConfig:
     save_frames: bool = False
 
     def __post_init__(self) -> None:
-        from stages.colour import COLOURS
-        from stages.masks import MASKS
-        from stages.obfuscation import OBFUSCATIONS
+        from deid.stages.colour import COLOURS
+        from deid.stages.masks import MASKS
+        from deid.stages.obfuscation import OBFUSCATIONS
 
         if self.fallback != "none":
             OBFUSCATIONS.get(self.fallback, "convert.fallback")

@@ -7,12 +7,12 @@ from pathlib import Path
 
 import torch
 
-from core.errors import DeidError
-from core.hashing import hash_input
-from models.swap import SwapModel
-from stages import checkpoint
-from stages.alignments import Alignments, load_alignments
-from stages.media import MediaInfo
+from deid.core.errors import DeidError
+from deid.core.hashing import hash_input
+from deid.models.swap import SwapModel
+from deid.stages import checkpoint
+from deid.stages.alignments import Alignments, load_alignments
+from deid.stages.media import MediaInfo
 
 
 @dataclass(frozen=True)

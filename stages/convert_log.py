@@ -8,10 +8,10 @@ import logging
 from pathlib import Path
 from typing import Any
 
-from core.atomic import write_text
-from stages.convert_plan import bounds
-from stages.convert_steps import FrameItem
-from stages.leak_check import LeakReport
+from deid.core.atomic import write_text
+from deid.stages.convert_plan import bounds
+from deid.stages.convert_steps import FrameItem
+from deid.stages.leak_check import LeakReport
 
 log = logging.getLogger("deid.convert")
 

@@ -12,13 +12,13 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
-from models.search import make_search
-from stages.alignments import Alignments
-from stages.convert_config import ConvertConfig
-from stages.guard import Region, box_inside, drop_matching, hold, scan
-from stages.media import MediaInfo
-from stages.protect_config import ProtectConfig
-from stages.smoothing import OneEuroFilter
+from deid.models.search import make_search
+from deid.stages.alignments import Alignments
+from deid.stages.convert_config import ConvertConfig
+from deid.stages.guard import Region, box_inside, drop_matching, hold, scan
+from deid.stages.media import MediaInfo
+from deid.stages.protect_config import ProtectConfig
+from deid.stages.smoothing import OneEuroFilter
 
 
 @dataclass

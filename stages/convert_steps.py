@@ -13,15 +13,15 @@ from typing import Iterator, Protocol
 import numpy as np
 import torch
 
-from models.alignment import transform_points
-from models.landmarks import IdentityModel
-from stages.blend import Placement, compose, place, place_mask, soften_mask
-from stages.colour import COLOURS
-from stages.convert_inputs import Trained
-from stages.convert_plan import FramePlan, face_size, hull_box
-from stages.masks import FaceMask
-from stages.obfuscate import box_hull, box_region, face_region_mask, obfuscate
-from stages.train_data import frame_to_model, model_input
+from deid.models.alignment import transform_points
+from deid.models.landmarks import IdentityModel
+from deid.stages.blend import Placement, compose, place, place_mask, soften_mask
+from deid.stages.colour import COLOURS
+from deid.stages.convert_inputs import Trained
+from deid.stages.convert_plan import FramePlan, face_size, hull_box
+from deid.stages.masks import FaceMask
+from deid.stages.obfuscate import box_hull, box_region, face_region_mask, obfuscate
+from deid.stages.train_data import frame_to_model, model_input
 
 
 @dataclass

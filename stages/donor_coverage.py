@@ -22,9 +22,9 @@ from typing import Any, Iterable, Sequence
 
 import numpy as np
 
-from core.atomic import write_json
-from models.face_quality import head_pose
-from reports.expression import frame_ratios
+from deid.core.atomic import write_json
+from deid.models.face_quality import head_pose
+from deid.reports.expression import frame_ratios
 
 log = logging.getLogger("deid.train")
 

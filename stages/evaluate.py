@@ -36,25 +36,25 @@ import cv2
 import numpy as np
 import pandas as pd
 
-from core.atomic import write_bytes, write_json, write_text
-from core.errors import DeidError, MediaError
-from core.version import deid_version, git_commit
-from models import second_recogniser
-from models.device import resolve_device
-from models.face_identity import FaceIdentity
-from reports import au as au_mod
-from reports import plots
-from reports.au_source import AuSource
-from reports.evaluate_html import render_html
-from reports.expression import (
+from deid.core.atomic import write_bytes, write_json, write_text
+from deid.core.errors import DeidError, MediaError
+from deid.core.version import deid_version, git_commit
+from deid.models import second_recogniser
+from deid.models.device import resolve_device
+from deid.models.face_identity import FaceIdentity
+from deid.reports import au as au_mod
+from deid.reports import plots
+from deid.reports.au_source import AuSource
+from deid.reports.evaluate_html import render_html
+from deid.reports.expression import (
     ExpressionBars,
     expression_preservation,
     ratio_table,
     reencode_noise,
 )
-from reports.gallery import gallery_identification
-from reports.geometry import POSE, geometry_preservation, geometry_table
-from reports.identity import (
+from deid.reports.gallery import gallery_identification
+from deid.reports.geometry import POSE, geometry_preservation, geometry_table
+from deid.reports.identity import (
     add_similarities,
     comparison_stats,
     donor_match,
@@ -62,14 +62,14 @@ from reports.identity import (
     reidentification,
     second_recogniser_summary,
 )
-from reports.metrics import MetricSet, Sample, make_metrics
-from reports.parrot import ParrotEvidence, is_flat, parrot_attack, parrot_explanation
-from reports.summary import EvaluationSummary
-from reports.verdict import FIRST, Bars, judge
-from stages.evaluate_config import EvaluateConfig
-from stages.media import MediaInfo, iter_frames, probe, read_image_rgb
-from stages.progress import progress_bar
-from stages.video_writer import VideoWriter
+from deid.reports.metrics import MetricSet, Sample, make_metrics
+from deid.reports.parrot import ParrotEvidence, is_flat, parrot_attack, parrot_explanation
+from deid.reports.summary import EvaluationSummary
+from deid.reports.verdict import FIRST, Bars, judge
+from deid.stages.evaluate_config import EvaluateConfig
+from deid.stages.media import MediaInfo, iter_frames, probe, read_image_rgb
+from deid.stages.progress import progress_bar
+from deid.stages.video_writer import VideoWriter
 
 log = logging.getLogger("deid.evaluate")
 

@@ -10,8 +10,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
-from core.errors import ConfigError
-from models.face_distance import SAME_PERSON_DISTANCE
+from deid.core.errors import ConfigError
+from deid.models.face_distance import SAME_PERSON_DISTANCE
 
 ParrotMode = Literal["auto", "blur", "pixelate", "none"]
 
@@ -50,7 +50,7 @@ class EvaluateConfig:
         _int("max_reid_times", self.max_reid_times, 0, 10**6)
         _int("detect_side", self.detect_side, 64, 8192)
         _int("noise_frames", self.noise_frames, 0, 10**6)
-        from models.detectors import DETECTORS
+        from deid.models.detectors import DETECTORS
 
         DETECTORS.get(self.detector, "evaluate.detector")
         for key, low, high in (("donor_share", 0.0, 1.0), ("expression_pcc", -1.0, 1.0), ("pose_mae", 0.0, 180.0)):
@@ -65,7 +65,7 @@ class EvaluateConfig:
             if isinstance(self.metrics, str) or not isinstance(self.metrics, (list, tuple)):
                 raise ConfigError(f"evaluate.metrics must be a list of metric names (or null for all), "
                                   f"got {self.metrics!r}")
-            from reports.metrics import METRICS
+            from deid.reports.metrics import METRICS
 
             for name in self.metrics:
                 METRICS.get(name if isinstance(name, str) else repr(name), "evaluate.metrics")
@@ -76,12 +76,12 @@ class EvaluateConfig:
                 raise ConfigError(f"evaluate.{key} must be a path, got {value!r}")
             if isinstance(value, str):
                 object.__setattr__(self, key, Path(value))
-        from reports.au_source import AU_SOURCES
+        from deid.reports.au_source import AU_SOURCES
 
         AU_SOURCES.get(self.au, "evaluate.au")
         if self.au == "auto":
             # Resolved here, so the manifest, the summary and `deid compare` name the source that really ran.
-            from reports.au_source.blendshapes import default_source
+            from deid.reports.au_source.blendshapes import default_source
 
             object.__setattr__(self, "au", default_source(self))
         if AU_SOURCES.get(self.au, "evaluate.au").needs_tables:

@@ -32,11 +32,11 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from core.errors import DeidError
-from reports.expression import frame_ratios
-from stages.alignments import FaceRef
-from stages.augment import AugmentSettings, augment, plain
-from stages.train_data import FaceSet
+from deid.core.errors import DeidError
+from deid.reports.expression import frame_ratios
+from deid.stages.alignments import FaceRef
+from deid.stages.augment import AugmentSettings, augment, plain
+from deid.stages.train_data import FaceSet
 
 log = logging.getLogger("deid.train")
 

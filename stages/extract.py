@@ -23,17 +23,17 @@ from typing import Any, Iterable, Iterator
 import cv2
 import numpy as np
 
-from core.atomic import writable_folder, write_json
-from core.hashing import hash_input
-from core.settings import as_plain
-from models.alignment import crop_matrix, hull_mask, transform_points, warp_face
-from models.detectors import FaceBox, FaceDetector, make_detector
-from models.device import resolve_device
-from models.landmarks import IdentityModel, LandmarkModel, Rect
-from stages.extract_config import ExtractConfig
-from stages.image_file import write_image
-from stages.media import MediaInfo, iter_frames, probe
-from stages.progress import make_progress
+from deid.core.atomic import writable_folder, write_json
+from deid.core.hashing import hash_input
+from deid.core.settings import as_plain
+from deid.models.alignment import crop_matrix, hull_mask, transform_points, warp_face
+from deid.models.detectors import FaceBox, FaceDetector, make_detector
+from deid.models.device import resolve_device
+from deid.models.landmarks import IdentityModel, LandmarkModel, Rect
+from deid.stages.extract_config import ExtractConfig
+from deid.stages.image_file import write_image
+from deid.stages.media import MediaInfo, iter_frames, probe
+from deid.stages.progress import make_progress
 
 log = logging.getLogger("deid.extract")
 

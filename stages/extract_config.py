@@ -4,9 +4,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal
 
-from core.errors import ConfigError
-from core.settings import check_range
-from models.alignment import Centering
+from deid.core.errors import ConfigError
+from deid.core.settings import check_range
+from deid.models.alignment import Centering
 
 MaskName = Literal["components", "extended"]
 
@@ -26,7 +26,7 @@ class ExtractConfig:
     save_frames: bool = False
 
     def __post_init__(self) -> None:
-        from models.detectors import DETECTORS
+        from deid.models.detectors import DETECTORS
 
         DETECTORS.get(self.detector, "extract.detector")
         check_range("extract.size", self.size, 32, 2048)

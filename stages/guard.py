@@ -17,9 +17,9 @@ from typing import Callable, Sequence
 
 import numpy as np
 
-from models.search import FaceSearch
-from stages.media import MediaInfo, iter_frames
-from stages.progress import progress_bar
+from deid.models.search import FaceSearch
+from deid.stages.media import MediaInfo, iter_frames
+from deid.stages.progress import progress_bar
 
 log = logging.getLogger("deid.guard")
 

@@ -23,9 +23,9 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from models.dlib_resnet import CHIP_PADDING, CHIP_SIZE, load_dlib_face_net
-from models.face_distance import SAME_PERSON_DISTANCE
-from stages.train_data import coverage_matrix
+from deid.models.dlib_resnet import CHIP_PADDING, CHIP_SIZE, load_dlib_face_net
+from deid.models.face_distance import SAME_PERSON_DISTANCE
+from deid.stages.train_data import coverage_matrix
 
 MATCH_THRESHOLD = SAME_PERSON_DISTANCE
 

@@ -10,7 +10,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from core.atomic import atomic_path
+from deid.core.atomic import atomic_path
 
 
 def write_image(path: Path, image: np.ndarray, params: list[int] | None = None) -> None:

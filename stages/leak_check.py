@@ -37,14 +37,14 @@ import cv2
 import numpy as np
 import torch
 
-from core.errors import DeidError
-from models.detectors import MTCNN_TO_DLIB_SCALE, MTCNN_TO_DLIB_SHIFT
-from models.landmarks import IdentityModel, Rect
-from models.search import make_search
-from stages.guard import box_inside
-from stages.media import MediaInfo, iter_frames, probe
-from stages.progress import progress_bar
-from stages.protect_config import ProtectConfig
+from deid.core.errors import DeidError
+from deid.models.detectors import MTCNN_TO_DLIB_SCALE, MTCNN_TO_DLIB_SHIFT
+from deid.models.landmarks import IdentityModel, Rect
+from deid.models.search import make_search
+from deid.stages.guard import box_inside
+from deid.stages.media import MediaInfo, iter_frames, probe
+from deid.stages.progress import progress_bar
+from deid.stages.protect_config import ProtectConfig
 
 log = logging.getLogger("deid.leaks")
 

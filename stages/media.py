@@ -35,7 +35,7 @@ import cv2
 import ffmpeg
 import numpy as np
 
-from core.errors import MediaError
+from deid.core.errors import MediaError
 
 log = logging.getLogger("deid.media")
 

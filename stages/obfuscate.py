@@ -10,7 +10,7 @@ from __future__ import annotations
 import cv2
 import numpy as np
 
-from stages.obfuscation import OBFUSCATIONS
+from deid.stages.obfuscation import OBFUSCATIONS
 
 
 def is_solid(method: str) -> bool:

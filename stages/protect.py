@@ -32,25 +32,25 @@ from typing import Any, Callable, Sequence
 
 import numpy as np
 
-from core.atomic import writable_folder, write_text
-from core.errors import DeidError
-from models.device import resolve_device
-from models.search import FaceSearch, make_search
-from stages.guard import Region, StreamingHold, hold
-from stages.leak_check import Leak, LeakReport, check_output
-from stages.media import MediaInfo, iter_frames, probe
-from stages.obfuscate import box_region, face_region_mask, is_solid, is_weak, obfuscate
-from stages.phase_clock import PhaseClock
-from stages.progress import progress_bar
-from stages.protect_config import ProtectConfig
-from stages.publish import (
+from deid.core.atomic import writable_folder, write_text
+from deid.core.errors import DeidError
+from deid.models.device import resolve_device
+from deid.models.search import FaceSearch, make_search
+from deid.stages.guard import Region, StreamingHold, hold
+from deid.stages.leak_check import Leak, LeakReport, check_output
+from deid.stages.media import MediaInfo, iter_frames, probe
+from deid.stages.obfuscate import box_region, face_region_mask, is_solid, is_weak, obfuscate
+from deid.stages.phase_clock import PhaseClock
+from deid.stages.progress import progress_bar
+from deid.stages.protect_config import ProtectConfig
+from deid.stages.publish import (
     frames_csv_path,
     publish,
     raise_if_leaky,
     refuse_to_replace,
     unchecked_path,
 )
-from stages.video_writer import VideoWriter
+from deid.stages.video_writer import VideoWriter
 
 log = logging.getLogger("deid.protect")
 

@@ -26,13 +26,13 @@ from typing import Any, Sequence
 import ffmpeg
 import pandas as pd
 
-from core.atomic import write_json, write_text
-from core.errors import DeidError, LeakError
-from core.locks import folder_lock
-from stages.media import IMAGE_SUFFIXES, ffmpeg_path, probe, require_ffmpeg
-from stages.protect import protect_video
-from stages.protect_config import ProtectConfig
-from stages.publish import refuse_to_replace, same_file
+from deid.core.atomic import write_json, write_text
+from deid.core.errors import DeidError, LeakError
+from deid.core.locks import folder_lock
+from deid.stages.media import IMAGE_SUFFIXES, ffmpeg_path, probe, require_ffmpeg
+from deid.stages.protect import protect_video
+from deid.stages.protect_config import ProtectConfig
+from deid.stages.publish import refuse_to_replace, same_file
 
 log = logging.getLogger("deid.protect")
 

@@ -11,8 +11,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal
 
-from core.errors import ConfigError
-from models.face_distance import SAME_PERSON_DISTANCE
+from deid.core.errors import ConfigError
+from deid.models.face_distance import SAME_PERSON_DISTANCE
 
 Audio = Literal["keep", "drop"]
 
@@ -33,8 +33,8 @@ class ProtectConfig:
     audio: Audio = "keep"           # keep or drop the audio track (a voice identifies too)
 
     def __post_init__(self) -> None:
-        from models.search import names
-        from stages.obfuscation import OBFUSCATIONS
+        from deid.models.search import names
+        from deid.stages.obfuscation import OBFUSCATIONS
 
         OBFUSCATIONS.get(self.method, "protect.method")
         for key in ("search", "checker"):

@@ -11,8 +11,8 @@ import os
 from pathlib import Path
 from typing import Iterable
 
-from core.errors import DeidError, LeakError
-from stages.leak_check import LeakReport
+from deid.core.errors import DeidError, LeakError
+from deid.stages.leak_check import LeakReport
 
 
 def unchecked_path(out_path: Path) -> Path:

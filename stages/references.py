@@ -12,12 +12,12 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from core.errors import DeidError
-from models.alignment import transform_points
-from models.face_quality import focus_measure, head_pose
-from stages.alignments import load_alignments
-from stages.image_file import write_image
-from stages.media import iter_frames, probe
+from deid.core.errors import DeidError
+from deid.models.alignment import transform_points
+from deid.models.face_quality import focus_measure, head_pose
+from deid.stages.alignments import load_alignments
+from deid.stages.image_file import write_image
+from deid.stages.media import iter_frames, probe
 
 log = logging.getLogger("deid.references")
 

@@ -22,12 +22,12 @@ from typing import Literal
 import cv2
 import numpy as np
 
-from core.atomic import write_text
-from models.alignment import transform_points
-from models.face_quality import focus_measure, head_pose, thumbnail
-from models.landmarks import IdentityModel
-from stages.alignments import load_alignments
-from stages.progress import progress_bar
+from deid.core.atomic import write_text
+from deid.models.alignment import transform_points
+from deid.models.face_quality import focus_measure, head_pose, thumbnail
+from deid.models.landmarks import IdentityModel
+from deid.stages.alignments import load_alignments
+from deid.stages.progress import progress_bar
 
 log = logging.getLogger("deid.sort")
 

@@ -49,20 +49,20 @@ import torch
 import torch.nn.functional as F
 from pytorch_msssim import ssim
 
-from core.atomic import write_text
-from core.errors import ConfigError, DeidError
-from models.device import resolve_device
-from models.face_distance import SAME_PERSON_DISTANCE
-from models.swap import SwapModel, build_model, family
-from stages import checkpoint
-from stages.augment import AugmentSettings, Batch, augment, plain
-from stages.donor_coverage import check_donor_coverage, extreme_faces
-from stages.expression_loss import ExpressionLoss
-from stages.identity_loss import IdentityLoss
-from stages.image_file import write_image
-from stages.progress import make_progress
-from stages.train_config import TrainConfig
-from stages.train_data import REGION_GROW, FaceSet, Window, window_size
+from deid.core.atomic import write_text
+from deid.core.errors import ConfigError, DeidError
+from deid.models.device import resolve_device
+from deid.models.face_distance import SAME_PERSON_DISTANCE
+from deid.models.swap import SwapModel, build_model, family
+from deid.stages import checkpoint
+from deid.stages.augment import AugmentSettings, Batch, augment, plain
+from deid.stages.donor_coverage import check_donor_coverage, extreme_faces
+from deid.stages.expression_loss import ExpressionLoss
+from deid.stages.identity_loss import IdentityLoss
+from deid.stages.image_file import write_image
+from deid.stages.progress import make_progress
+from deid.stages.train_config import TrainConfig
+from deid.stages.train_data import REGION_GROW, FaceSet, Window, window_size
 
 log = logging.getLogger("deid.train")
 
@@ -232,8 +232,8 @@ def initial_weights(source: Path, frozen: dict[str, Any], donor: FaceSet, device
 
 def _donor_distance(old: Path, new: Path, device: torch.device, faces: int = 8) -> float | None:
     """Distance between the mean face_recognition embeddings of two face folders' crops; None if unknown."""
-    from models.face_identity import FaceIdentity
-    from stages.alignments import load_alignments
+    from deid.models.face_identity import FaceIdentity
+    from deid.stages.alignments import load_alignments
 
     if not (old / "alignments.json").is_file():
         log.info("init_from: the source model's donor faces (%s) are gone; decoder B is not reused", old)
@@ -633,7 +633,7 @@ def _identity(s: _Session) -> None:
     """Log how far A->B moved from A, measured by the function evaluate scores with (models.face_identity):
     same detector, landmarks, alignment and recogniser, so identity.csv predicts the report."""
     if s.face_identity is None:
-        from models.face_identity import (
+        from deid.models.face_identity import (
             FaceIdentity,  # loads dlib's models: only when the check runs
         )
 

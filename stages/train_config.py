@@ -5,7 +5,7 @@ width, latent, coverage and batch-size keys means "the model family's default", 
 for every family. The architecture keys (model, input_size, output_size, width, latent) and the crop
 keys (centering, coverage) are frozen into a model's state.json by its first run.
 
-This module imports nothing from pipeline.config, so pipeline.config can import it.
+This module imports nothing from deid.pipeline.config, so that module can import it.
 """
 from __future__ import annotations
 
@@ -13,8 +13,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
-from core.errors import ConfigError
-from models.alignment import Centering
+from deid.core.errors import ConfigError
+from deid.models.alignment import Centering
 
 TrainCentering = Centering  # one definition: models/alignment.py
 TrainMask = Literal["extended", "components"]
@@ -85,7 +85,7 @@ class TrainConfig:
                                        # that pair's model (pipeline/donor_start.py); false = every pair from scratch
 
     def __post_init__(self) -> None:
-        from models.swap import (
+        from deid.models.swap import (
             family,  # the registry imports torch: only when a config is built
         )
 

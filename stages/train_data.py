@@ -26,8 +26,8 @@ import cv2
 import numpy as np
 import torch
 
-from core.errors import DeidError
-from models.alignment import (
+from deid.core.errors import DeidError
+from deid.models.alignment import (
     CENTERING,
     compose,
     face_matrix,
@@ -36,7 +36,7 @@ from models.alignment import (
     resample,
     transform_points,
 )
-from stages.alignments import FaceRef, load_alignments
+from deid.stages.alignments import FaceRef, load_alignments
 
 log = logging.getLogger("deid.train")
 

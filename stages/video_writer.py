@@ -25,8 +25,8 @@ from pathlib import Path
 import ffmpeg
 import numpy as np
 
-from core.errors import DeidError, MediaError, disk_error
-from stages.media import MediaInfo, _last_line, _sar, ffmpeg_path
+from deid.core.errors import DeidError, MediaError, disk_error
+from deid.stages.media import MediaInfo, _last_line, _sar, ffmpeg_path
 
 log = logging.getLogger("deid.video")
 

@@ -23,7 +23,7 @@ def pytest_collection_modifyitems(config, items) -> None:
 
 
 def _tiny():
-    from stages.train_config import TrainConfig
+    from deid.stages.train_config import TrainConfig
 
     return TrainConfig(model="original", width=32, latent=128, iterations=30, batch_size=8, save_every=1000,
                        preview_every=0, identity_every=0, mixed_precision=False)
@@ -42,8 +42,8 @@ def data_dir() -> Path:
 @pytest.fixture(scope="session")
 def extracted(tmp_path_factory, data_dir):
     """Extract a shared video once per session (default settings) and hand back its output folder."""
-    from pipeline.config import ExtractConfig
-    from stages.extract import extract
+    from deid.pipeline.config import ExtractConfig
+    from deid.stages.extract import extract
 
     cache: dict[str, Path] = {}
 
@@ -61,7 +61,7 @@ def extracted(tmp_path_factory, data_dir):
 @pytest.fixture(scope="session")
 def crowd(tmp_path_factory, data_dir):
     """bench/crowd.py's clip: one large face and seven of 16-40 px from the shared photos, 48 frames."""
-    from bench.crowd import build_crowd_clip
+    from deid.bench.crowd import build_crowd_clip
 
     return build_crowd_clip(data_dir, tmp_path_factory.mktemp("crowd") / "crowd.mp4")
 
@@ -71,7 +71,7 @@ def tiny_model(tmp_path_factory, extracted) -> Path:
     """A deliberately small `original` (width 32, latent 128, 30 iterations) trained talking_1 -> talking_2.
 
     A plumbing model: the tests that use it check what convert does around the swap, not the swap quality."""
-    from stages.train import train
+    from deid.stages.train import train
 
     model_dir = tmp_path_factory.mktemp("model")
     train(extracted("video/talking_1.mp4"), extracted("video/talking_2.mp4"), model_dir, TINY, device="cpu",

@@ -22,14 +22,14 @@ import numpy as np
 import pytest
 import torch
 
-from models.detectors import MtcnnDetector
-from models.face_identity import FaceIdentity
-from models.tddfa import (MODEL_NAME, PARAM_STATS_FILE, WEIGHTS_DIR, WEIGHTS_FILE, Tddfa, pose_angles,
+from deid.models.detectors import MtcnnDetector
+from deid.models.face_identity import FaceIdentity
+from deid.models.tddfa import (MODEL_NAME, PARAM_STATS_FILE, WEIGHTS_DIR, WEIGHTS_FILE, Tddfa, pose_angles,
                           unavailable, wrap_degrees)
-from pipeline.config import EvaluateConfig
-from core.errors import DeidError
-from reports.metrics import METRICS, MetricSet, Sample, make_metrics
-from stages.media import iter_frames, probe
+from deid.pipeline.config import EvaluateConfig
+from deid.core.errors import DeidError
+from deid.reports.metrics import METRICS, MetricSet, Sample, make_metrics
+from deid.stages.media import iter_frames, probe
 from tests.test_evaluate import _write_video
 from tests.test_expression_calibration import FRAMES, SOURCE, _landmarks, _paste_64, _read, _reencode, sampled_original
 

@@ -25,9 +25,9 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from pipeline.batch_manifest import load_batch, parse_sets
-from core.errors import ConfigError
-from core.locks import try_lock
+from deid.pipeline.batch_manifest import load_batch, parse_sets
+from deid.core.errors import ConfigError
+from deid.core.locks import try_lock
 
 from media_helpers import cut_clip
 
@@ -62,11 +62,11 @@ def _manifest(path: Path, clips: dict[str, Path], names: list[str]) -> Path:
 
 
 def _deid(*args: str, timeout: float = 600) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "pipeline.cli", "-q", *args], capture_output=True, text=True,
+    return subprocess.run([sys.executable, "-m", "deid.pipeline.cli", "-q", *args], capture_output=True, text=True,
                           timeout=timeout)
 
 
-DECOYS = ("core", "pipeline", "models", "stages", "reports", "bench")
+DECOYS = ("deid", "core", "pipeline", "models", "stages", "reports", "bench")
 
 
 @pytest.fixture

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from bench import all as bench_all
+from deid.bench import all as bench_all
 
 DATA = Path(__file__).resolve().parent / "data" / "video"
 needs_data = pytest.mark.skipif(not (DATA / "WolfgangLanger_Pexels.mp4").exists()
@@ -30,7 +30,7 @@ def test_parser_defaults_and_quick_commands(tmp_path):
     assert args.output == Path("bench/results/bench.json") and args.device == "auto" and not args.quick
     assert args.only == "extract,train,convert,evaluate" and args.families is None
     train = bench_all.part_command("train", tmp_path / "t.json", "cpu", True, ["original"])
-    assert train[:3] == [sys.executable, "-m", "bench.train"]
+    assert train[:3] == [sys.executable, "-m", "deid.bench.train"]
     assert train[train.index("--iterations") + 1] == "2" and train[train.index("--warmup") + 1] == "1"
     assert train[train.index("--families") + 1] == "original" and train[train.index("--device") + 1] == "cpu"
     evaluate = bench_all.part_command("evaluate", tmp_path / "e.json", "cpu", True, ["original"], ["--frames", "9"])
@@ -75,11 +75,11 @@ def test_quick_bench_records_numbers_and_a_failing_part(tmp_path, capsys):
 @pytest.mark.slow
 @needs_data
 def test_full_quick_bench(tmp_path):
-    """All four parts with --quick through `python -m bench.all` (about 2 minutes on a 2-core CPU)."""
+    """All four parts with --quick through `python -m deid.bench.all` (about 2 minutes on a 2-core CPU)."""
     import subprocess
 
     out = tmp_path / "bench.json"
-    done = subprocess.run([sys.executable, "-m", "bench.all", "--quick", "-q", "-o", str(out)],
+    done = subprocess.run([sys.executable, "-m", "deid.bench.all", "--quick", "-q", "-o", str(out)],
                           capture_output=True, text=True, cwd=tmp_path)
     assert done.returncode == 0, done.stderr[-3000:]
     result = json.loads(out.read_text())

@@ -17,12 +17,12 @@ import pandas as pd
 import pytest
 import torch
 
-import models.mediapipe_face as mediapipe_face
-from models.face_identity import FaceIdentity
-from reports.au_source import AU_SOURCES, AuSource
-from reports.au_source.blendshapes import AU_TABLE, au_table, default_source
-from stages.evaluate_config import EvaluateConfig
-from stages.media import iter_frames, probe
+import deid.models.mediapipe_face as mediapipe_face
+from deid.models.face_identity import FaceIdentity
+from deid.reports.au_source import AU_SOURCES, AuSource
+from deid.reports.au_source.blendshapes import AU_TABLE, au_table, default_source
+from deid.stages.evaluate_config import EvaluateConfig
+from deid.stages.media import iter_frames, probe
 from tests.test_evaluate import _write_video
 from tests.test_expression_calibration import FRAMES, SOURCE, STEP, _landmarks, _paste_64, _read, _reencode
 

@@ -18,10 +18,10 @@ import numpy as np
 import pytest
 import torch
 
-from models.swap import build_model
-from pipeline.cli import main
-from core.errors import DeidError
-from stages import checkpoint
+from deid.models.swap import build_model
+from deid.pipeline.cli import main
+from deid.core.errors import DeidError
+from deid.stages import checkpoint
 
 ARCH = {"input_size": 64, "output_size": 64, "width": 8, "latent": 16}  # ~1 MB model.pt: fast, real
 

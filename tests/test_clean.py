@@ -11,12 +11,12 @@ import face_recognition
 import numpy as np
 import skimage.data
 
-from pipeline.cli import main
-from pipeline.config import CleanConfig, ExtractConfig
-from core.hashing import hash_input
-from stages.alignments import load_alignments
-from stages.clean import clean
-from stages.extract import extract
+from deid.pipeline.cli import main
+from deid.pipeline.config import CleanConfig, ExtractConfig
+from deid.core.hashing import hash_input
+from deid.stages.alignments import load_alignments
+from deid.stages.clean import clean
+from deid.stages.extract import extract
 
 
 def rejected(out: Path) -> list[dict]:
@@ -119,7 +119,7 @@ def test_single_person_clip_without_references_keeps_expressive_frames(extracted
 
 
 def test_blur_filter_rejects_blurred_copies_and_keeps_sharp_originals(tmp_path, data_dir):
-    from stages.media import iter_frames, probe
+    from deid.stages.media import iter_frames, probe
 
     folder = tmp_path / "in"
     folder.mkdir()
@@ -172,7 +172,7 @@ def test_bad_inputs(tmp_path, data_dir, capsys, extracted):
 
 
 def test_sort_views(extracted, tmp_path):
-    from stages.sort import sort_faces
+    from deid.stages.sort import sort_faces
 
     source = extracted("video/single_face.mp4")
     for key in ("size", "yaw", "blur", "hist", "face"):
@@ -188,7 +188,7 @@ def test_sort_views(extracted, tmp_path):
 
 def test_reference_photos_are_searched_with_the_extractions_detector(tmp_path, data_dir, monkeypatch):
     """An extraction made with `hog` has its reference photos found by `hog` too, not by a hard-coded MTCNN."""
-    import models.identity as identity
+    import deid.models.identity as identity
 
     used = []
     real = identity.make_detector

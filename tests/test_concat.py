@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from core.errors import MediaError
-from stages.concat import concat_clips, list_clips
+from deid.core.errors import MediaError
+from deid.stages.concat import concat_clips, list_clips
 
 from media_helpers import count_frames, cut_clip
 

@@ -2,8 +2,8 @@ from pathlib import Path
 
 import pytest
 
-from pipeline.config import ExtractConfig, PipelineConfig, load_config
-from core.errors import ConfigError
+from deid.pipeline.config import ExtractConfig, PipelineConfig, load_config
+from deid.core.errors import ConfigError
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -121,7 +121,7 @@ def test_nan_is_refused_in_every_section(tmp_path, section, key):
 
 
 def test_a_missing_target_names_the_config_file(tmp_path):
-    from pipeline.workflow import plan
+    from deid.pipeline.workflow import plan
 
     path = write(tmp_path, "pair: x\ndonor: b.mp4\n")
     config = load_config(path)
@@ -132,7 +132,7 @@ def test_a_missing_target_names_the_config_file(tmp_path):
 
 
 def test_the_source_file_is_no_yaml_key_and_stays_out_of_plain_views(tmp_path):
-    from pipeline.config import as_plain, config_from_mapping
+    from deid.pipeline.config import as_plain, config_from_mapping
 
     config = load_config(write(tmp_path, "pair: x\n"))
     assert config.source == tmp_path / "pipeline.yaml"
@@ -147,13 +147,13 @@ def test_pipeline_yaml_and_the_readme_name_every_registered_plugin():
     documented where users choose it (pipeline.yaml's comment, the README's command synopsis)."""
     import re
 
-    from models.detectors import DETECTORS
-    from models.search import SEARCHES
-    from models.swap import FAMILIES
-    from reports.au_source import AU_SOURCES
-    from reports.metrics import METRICS
-    from stages.colour import COLOURS
-    from stages.masks import MASKS
+    from deid.models.detectors import DETECTORS
+    from deid.models.search import SEARCHES
+    from deid.models.swap import FAMILIES
+    from deid.reports.au_source import AU_SOURCES
+    from deid.reports.metrics import METRICS
+    from deid.stages.colour import COLOURS
+    from deid.stages.masks import MASKS
 
     yaml_lines: dict[str, str] = {}
     section = ""

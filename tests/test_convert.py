@@ -12,13 +12,13 @@ import ffmpeg
 import numpy as np
 import pytest
 
-from pipeline.cli import main
-from pipeline.config import CleanConfig, ConvertConfig, ExtractConfig
-from stages.clean import clean
-from stages.convert import convert
-from stages.extract import extract
-from stages.media import iter_frames, probe
-from stages.protect_config import ProtectConfig
+from deid.pipeline.cli import main
+from deid.pipeline.config import CleanConfig, ConvertConfig, ExtractConfig
+from deid.stages.clean import clean
+from deid.stages.convert import convert
+from deid.stages.extract import extract
+from deid.stages.media import iter_frames, probe
+from deid.stages.protect_config import ProtectConfig
 
 # These clips hold large faces only: searching from 40 px keeps the protection pass and the leak check
 # ~10x cheaper here; small faces are tested in test_protect.py.
@@ -188,8 +188,8 @@ def test_bad_inputs(tiny_model, extracted, data_dir, tmp_path, capsys):
 
 @pytest.mark.parametrize("method", ["blur", "pixelate", "mask"])
 def test_baselines_hide_every_face_with_the_same_output_guarantees(extracted, data_dir, tmp_path, method):
-    from stages.baseline import baseline
-    from stages.protect_config import ProtectConfig
+    from deid.stages.baseline import baseline
+    from deid.stages.protect_config import ProtectConfig
 
     video = data_dir / "video" / "single_face.mp4"
     out = tmp_path / f"{method}.mp4"

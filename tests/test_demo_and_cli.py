@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from pipeline.cli import main
+from deid.pipeline.cli import main
 
 
 def test_demo_runs_every_stage_and_reruns_nothing(tmp_path, capsys):
@@ -62,7 +62,7 @@ def test_run_without_target_names_the_key(tmp_path, capsys):
 
 
 def test_console_script_help_lists_commands():
-    result = subprocess.run([sys.executable, "-m", "pipeline.cli", "--help"], capture_output=True, text=True, check=True)
+    result = subprocess.run([sys.executable, "-m", "deid.pipeline.cli", "--help"], capture_output=True, text=True, check=True)
     for command in ("extract", "run", "demo", "batch", "ravdess", "bench"):
         assert command in result.stdout
 

@@ -10,8 +10,8 @@ import ffmpeg
 import numpy as np
 import pytest
 
-import pipeline.demo_media as demo_media
-from pipeline.demo_media import DemoClip, build_demo_clips
+import deid.pipeline.demo_media as demo_media
+from deid.pipeline.demo_media import DemoClip, build_demo_clips
 
 with warnings.catch_warnings():
     # face_recognition_models still imports pkg_resources, which newer setuptools deprecates.

@@ -38,14 +38,14 @@ def reference() -> dict[str, np.ndarray]:
 
 @pytest.fixture(scope="module")
 def net():
-    from models.dlib_resnet import load_dlib_face_net
+    from deid.models.dlib_resnet import load_dlib_face_net
     return load_dlib_face_net()
 
 
 @pytest.fixture(scope="module")
 def ported(reference, net) -> dict[int, np.ndarray]:
     """The port's descriptors of every fixture face, per landmark count (all chips in one batch)."""
-    from models.dlib_resnet import face_chips
+    from deid.models.dlib_resnet import face_chips
     keys = list(zip(reference["source"], reference["frame"]))
     chips: dict[int, list] = {68: [], 5: []}
     order = []
@@ -69,7 +69,7 @@ def test_fixture_is_big_enough(reference) -> None:
 
 
 def test_parsed_network_is_dlibs_anet(net) -> None:
-    from models.dlib_resnet import default_model_path, read_dlib_net
+    from deid.models.dlib_resnet import default_model_path, read_dlib_net
     parsed = read_dlib_net(default_model_path())
     # input_rgb_image_sized<150> with dlib's published channel means; 14 residual blocks (4 of them
     # down-sampling) between the stem and avg_pool_everything + fc_no_bias<128>.
@@ -104,8 +104,8 @@ def test_matches_dlib_live(reference, net) -> None:
     compute_face_descriptor in the test (from the fixture's detector box, to save a detection), on a large
     face whose chip dlib takes from its image pyramid."""
     dlib = pytest.importorskip("dlib")
-    from models.dlib_resnet import default_model_path, embed, face_chips, plan_chip
-    from models.landmarks import _model_paths
+    from deid.models.dlib_resnet import default_model_path, embed, face_chips, plan_chip
+    from deid.models.landmarks import _model_paths
     predictor_path, encoder_path = _model_paths()
     assert encoder_path == default_model_path()
     image = load("identities/obama/2.jpg", -1)
@@ -122,7 +122,7 @@ def test_matches_dlib_live(reference, net) -> None:
 def test_gradients_reach_the_image(reference, net) -> None:
     """The point of the port: a descriptor distance can be back-propagated to the pixels (through dlib's
     truncations, straight through), while the forward pass stays dlib's."""
-    from models.dlib_resnet import face_chips, plan_chip
+    from deid.models.dlib_resnet import face_chips, plan_chip
     image = torch.from_numpy(load("images/single_face.jpg", -1).transpose(2, 0, 1).copy()).float().requires_grad_()
     sources = list(reference["source"])
     row = sources.index("images/single_face.jpg")
@@ -145,9 +145,9 @@ def test_identity_model_decides_alike_with_either_backend(data_dir):
     several people taken the way evaluate takes them (detector, 68 landmarks)."""
     import torch
 
-    from models.face_identity import FaceIdentity
-    from models.landmarks import IdentityModel
-    from stages.media import iter_frames, probe
+    from deid.models.face_identity import FaceIdentity
+    from deid.models.landmarks import IdentityModel
+    from deid.stages.media import iter_frames, probe
 
     finder = FaceIdentity(torch.device("cpu"))
     faces = []

@@ -11,8 +11,8 @@ import logging
 
 import numpy as np
 
-from stages.alignments import load_alignments
-from stages.donor_coverage import MEASURES, coverage_caveats, donor_coverage, extreme_faces, frame_ratios
+from deid.stages.alignments import load_alignments
+from deid.stages.donor_coverage import MEASURES, coverage_caveats, donor_coverage, extreme_faces, frame_ratios
 
 
 def landmarks(folder) -> list[np.ndarray]:
@@ -57,7 +57,7 @@ def test_train_records_the_finding(tiny_model, caplog):
 
 
 def test_a_finding_is_a_warning_in_trains_log(extracted, tmp_path, caplog):
-    from stages.donor_coverage import check_donor_coverage
+    from deid.stages.donor_coverage import check_donor_coverage
 
     with caplog.at_level(logging.WARNING, logger="deid.train"):
         result = check_donor_coverage(landmarks(extracted("video/WolfgangLanger_Pexels.mp4")),

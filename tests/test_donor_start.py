@@ -4,8 +4,8 @@ from __future__ import annotations
 import dataclasses
 from pathlib import Path
 
-from pipeline.config import PipelineConfig
-from pipeline.donor_start import plan_donor_starts, with_start
+from deid.pipeline.config import PipelineConfig
+from deid.pipeline.donor_start import plan_donor_starts, with_start
 
 
 def _pair(name: str, donor: str, tmp_path: Path, **train) -> PipelineConfig:

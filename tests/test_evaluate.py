@@ -14,11 +14,11 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from core.errors import DeidError
-from reports.parrot import degrade, estimate_degradation
-from stages.evaluate import evaluate, sample_frames
-from stages.evaluate_config import EvaluateConfig
-from stages.media import iter_frames, probe
+from deid.core.errors import DeidError
+from deid.reports.parrot import degrade, estimate_degradation
+from deid.stages.evaluate import evaluate, sample_frames
+from deid.stages.evaluate_config import EvaluateConfig
+from deid.stages.media import iter_frames, probe
 from tests.test_reports import check_report_html
 
 CLIP_FRAMES = 30
@@ -29,9 +29,9 @@ FRAMES = 5
 def _landmarks_of_image(path: Path) -> np.ndarray:
     import torch
 
-    from models.detectors import make_detector
-    from models.landmarks import LandmarkModel
-    from stages.media import read_image_rgb
+    from deid.models.detectors import make_detector
+    from deid.models.landmarks import LandmarkModel
+    from deid.stages.media import read_image_rgb
 
     image = read_image_rgb(path)
     detector = make_detector("mtcnn", torch.device("cpu"), 40)
@@ -236,8 +236,8 @@ def test_au_asked_but_unavailable_is_said_once_at_the_start(clips, tmp_path, cap
     """py-feat asked for where it cannot run (not installed, or no weights here): the user reads one line
     saying so and why, before the work, and gets the landmark expression score instead. (The default,
     `auto`, takes blendshapes there instead: tests/test_blendshapes.py.)"""
-    from pipeline.cli import main
-    from reports.pyfeat_au import unavailable
+    from deid.pipeline.cli import main
+    from deid.reports.pyfeat_au import unavailable
 
     if unavailable(None) is None:
         pytest.skip("py-feat and its weights are present on this machine: AU will be computed")
@@ -257,8 +257,8 @@ def test_training_monitor_and_evaluate_measure_the_same_faces_alike(extracted, t
 
     import torch
 
-    from models.face_identity import FaceIdentity
-    from stages.media import read_image_rgb
+    from deid.models.face_identity import FaceIdentity
+    from deid.stages.media import read_image_rgb
 
     crops = sorted((extracted("video/talking_1.mp4") / "faces").glob("*.png"))[:40:4]
     folder = tmp_path / "crops"
@@ -278,8 +278,8 @@ def test_training_monitor_and_evaluate_measure_the_same_faces_alike(extracted, t
 
 def test_a_metric_that_fails_is_reported_and_the_others_still_count():
     """A plugin's bug must not lose an evaluation: its summary says why, the other metrics are computed."""
-    from reports.metrics import MetricSet, Sample
-    from reports.metrics.face_ssim import FaceSsim
+    from deid.reports.metrics import MetricSet, Sample
+    from deid.reports.metrics.face_ssim import FaceSsim
 
     class Broken(FaceSsim):
         def measure(self, sample):

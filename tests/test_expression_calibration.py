@@ -20,11 +20,11 @@ import numpy as np
 import pytest
 import torch
 
-from models.face_identity import FaceIdentity
-from reports.expression import MEASURES, expression_preservation, ratio_table, reencode_noise
-from reports.geometry import POSE, geometry_preservation, geometry_table
-from stages.evaluate import ReencodeCopy, distinct_frames
-from stages.media import iter_frames, probe
+from deid.models.face_identity import FaceIdentity
+from deid.reports.expression import MEASURES, expression_preservation, ratio_table, reencode_noise
+from deid.reports.geometry import POSE, geometry_preservation, geometry_table
+from deid.stages.evaluate import ReencodeCopy, distinct_frames
+from deid.stages.media import iter_frames, probe
 from tests.test_evaluate import _write_video
 
 SOURCE = "WolfgangLanger_Pexels.mp4"
@@ -168,7 +168,7 @@ def test_repeated_frames_are_not_sampled(tmp_path, data_dir):
 
 def test_pose_angles_are_upright_and_continuous():
     """An upright face near frontal: roll near 0 (no flip to +-180) for small rotations of either sign."""
-    from models.face_quality import euler_angles
+    from deid.models.face_quality import euler_angles
 
     for yaw, pitch, roll in ((10, -5, 3), (-30, 12, -8), (0, 0, 179), (0, 0, -179)):
         rotation = cv2.Rodrigues(np.zeros(3))[0]

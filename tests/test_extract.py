@@ -14,10 +14,10 @@ import face_recognition
 import numpy as np
 import pytest
 
-from models.alignment import eye_centres, transform_points
-from pipeline.cli import main
-from pipeline.config import ExtractConfig
-from stages.extract import extract
+from deid.models.alignment import eye_centres, transform_points
+from deid.pipeline.cli import main
+from deid.pipeline.config import ExtractConfig
+from deid.stages.extract import extract
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -192,8 +192,8 @@ def test_rerun_is_skipped_and_a_changed_argument_reruns(tmp_path, data_dir, caps
 def test_killed_extract_resumes_and_completes(tmp_path, data_dir):
     video = data_dir / "video" / "WolfgangLanger_Pexels.mp4"
     script = (
-        "import sys; from pathlib import Path; from pipeline.config import ExtractConfig;"
-        "from stages.extract import extract;"
+        "import sys; from pathlib import Path; from deid.pipeline.config import ExtractConfig;"
+        "from deid.stages.extract import extract;"
         f"extract(Path({str(video)!r}), Path({str(tmp_path)!r}), ExtractConfig(), device='cpu', progress=False,"
         " checkpoint_seconds=0.5)"
     )
@@ -224,8 +224,8 @@ def test_mtcnn_boxes_are_converted_to_dlib_landmark_boxes(data_dir):
     """Landmarks fitted on a converted MTCNN box agree with those fitted on dlib's own HOG box."""
     import torch
 
-    from models.detectors import make_detector
-    from models.landmarks import LandmarkModel
+    from deid.models.detectors import make_detector
+    from deid.models.landmarks import LandmarkModel
 
     mtcnn, hog, model = make_detector("mtcnn", torch.device("cpu"), 40), make_detector("hog", torch.device("cpu"), 40), LandmarkModel()
     errors = []

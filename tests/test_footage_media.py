@@ -16,9 +16,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from core.errors import MediaError
-from stages.media import MediaInfo, iter_frames, probe
-from stages.video_writer import VideoWriter
+from deid.core.errors import MediaError
+from deid.stages.media import MediaInfo, iter_frames, probe
+from deid.stages.video_writer import VideoWriter
 
 
 def ffmpeg(*args: str) -> None:

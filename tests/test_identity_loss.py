@@ -10,9 +10,9 @@ import numpy as np
 import pytest
 import torch
 
-from stages.augment import plain
-from stages.identity_loss import IdentityLoss
-from stages.train_data import FaceSet, Window, window_size
+from deid.stages.augment import plain
+from deid.stages.identity_loss import IdentityLoss
+from deid.stages.train_data import FaceSet, Window, window_size
 
 pytest.importorskip("face_recognition_models")
 
@@ -35,8 +35,8 @@ def test_the_chip_cut_from_a_training_window_is_dlibs_face_chip(extracted):
     points, dlib's chip by a subset, so the two differ a little; a different person is ~0.8 away."""
     import cv2
 
-    from models.alignment import transform_points
-    from models.dlib_resnet import embed
+    from deid.models.alignment import transform_points
+    from deid.models.dlib_resnet import embed
 
     folder = extracted("video/talking_1.mp4")
     window = Window(window_size(256, 256), "face", 0.875, "extended")
@@ -77,8 +77,8 @@ def test_a_pipeline_trained_against_the_recogniser_says_so_in_its_report(tmp_pat
     """The identity term optimises the very network evaluate scores with: the report must not hide that."""
     import dataclasses
 
-    from pipeline.config import PipelineConfig
-    from pipeline.workflow import recogniser_caveats
+    from deid.pipeline.config import PipelineConfig
+    from deid.pipeline.workflow import recogniser_caveats
 
     plain = PipelineConfig(target=tmp_path / "a.mp4", donor=tmp_path / "b.mp4", runs_dir=tmp_path)
     assert recogniser_caveats(plain) == ()

@@ -15,10 +15,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from pipeline.cli import main
-from core.errors import MediaError
-from stages.media import iter_frames, probe
-from stages.video_writer import VideoWriter
+from deid.pipeline.cli import main
+from deid.core.errors import MediaError
+from deid.stages.media import iter_frames, probe
+from deid.stages.video_writer import VideoWriter
 from tests.media_helpers import cut_clip
 
 
@@ -121,8 +121,8 @@ def _mount(folder: Path, options: str):
 
 @pytest.fixture(scope="module")
 def clip_faces(clip, tmp_path_factory) -> Path:
-    from pipeline.config import ExtractConfig
-    from stages.extract import extract
+    from deid.pipeline.config import ExtractConfig
+    from deid.stages.extract import extract
 
     out = tmp_path_factory.mktemp("clip-faces")
     extract(clip, out, ExtractConfig(), device="cpu", progress=False)

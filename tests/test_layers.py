@@ -1,5 +1,7 @@
 """Imports go one way: core <- models <- reports <- stages <- the application (pipeline: the CLI, runner and
-batch; bench, which `deid bench` runs).
+batch; bench, which `deid bench` runs; the `deid` package's own scripting facade, the repository root's
+__init__.py). Every module is imported by its `deid.` name: a bare `import pipeline` would load a second
+copy of the code (or someone else's package called `pipeline`).
 
 Every import statement counts, the ones inside functions included: a lazy import is still a dependency,
 and lazy imports used to be how cycles were hidden. The core imports nothing but the standard library, so
@@ -24,9 +26,11 @@ def _modules(root: Path) -> dict[str, tuple[Path, bool]]:
     found: dict[str, tuple[Path, bool]] = {}
     for package in PACKAGES:
         for path in sorted((root / package).rglob("*.py")):
-            parts = list(path.relative_to(root).with_suffix("").parts)
+            parts = ["deid", *path.relative_to(root).with_suffix("").parts]
             is_package = parts[-1] == "__init__"
             found[".".join(parts[:-1] if is_package else parts)] = (path, is_package)
+    if (root / "__init__.py").is_file():
+        found["deid"] = (root / "__init__.py", True)
     return found
 
 
@@ -58,9 +62,10 @@ def _imports(root: Path) -> dict[str, set[tuple[str, int]]]:
     return edges
 
 
-def _layer(module: str) -> int | None:
-    top = module.split(".")[0]
-    return next((i for i, layer in enumerate(LAYERS) if top in layer), None)
+def _layer(module: str) -> int:
+    """The layer of module `deid.<package>...`; the `deid` facade is the application's."""
+    package = module.split(".")[1] if "." in module else "pipeline"
+    return next(i for i, layer in enumerate(LAYERS) if package in layer)
 
 
 def upward_imports(root: Path) -> list[str]:
@@ -69,7 +74,7 @@ def upward_imports(root: Path) -> list[str]:
     bad = []
     for name, targets in _imports(root).items():
         for target, line in sorted(targets):
-            if target in modules and _layer(target) > _layer(name):  # type: ignore[operator]
+            if target in modules and _layer(target) > _layer(name):
                 where = modules[name][0].relative_to(root)
                 bad.append(f"{where}:{line}: {name} imports {target}, a layer above it ({' <- '.join('/'.join(layer) for layer in LAYERS)})")
     return bad
@@ -129,24 +134,34 @@ def test_no_import_cycle():
     assert import_cycles(ROOT) == []
 
 
+def bare_imports(root: Path) -> list[str]:
+    """Imports of deid's packages by their bare names (`from pipeline.x import y`) instead of `deid.pipeline.x`."""
+    return sorted(f"{name} imports {target}" for name, targets in _imports(root).items() for target, _ in targets
+                  if target.split(".")[0] in PACKAGES)
+
+
 def test_core_needs_only_the_standard_library():
-    outside = sorted({f"{name} imports {target}" for name, targets in _imports(ROOT).items() if name.startswith("core")
-                      for target, _ in targets
-                      if target.split(".")[0] != "core" and target.split(".")[0] not in sys.stdlib_module_names})
+    outside = sorted({f"{name} imports {target}" for name, targets in _imports(ROOT).items()
+                      if name.startswith("deid.core") for target, _ in targets
+                      if not target.startswith("deid.core") and target.split(".")[0] not in sys.stdlib_module_names})
     assert not outside, outside
 
 
+def test_every_module_is_imported_by_its_deid_name():
+    assert bare_imports(ROOT) == []
+
+
 @pytest.mark.parametrize("module, statement", [
-    ("core/errors.py", "    from pipeline.cli import main\n"),    # lazy, two layers up
-    ("models/device.py", "from reports import au\n"),              # one layer up
+    ("core/errors.py", "    from deid.pipeline.cli import main\n"),  # lazy, four layers up
+    ("models/device.py", "from deid.reports import au\n"),          # one layer up
+    ("stages/train.py", "import deid\n"),                           # the facade, from a stage
 ])
 def test_an_upward_import_is_caught(tmp_path, module, statement):
     """The check can fail: the same tree with one upward import added (inside a function, or at the top)."""
-    for package in PACKAGES:
-        for path in (ROOT / package).rglob("*.py"):
-            copy = tmp_path / path.relative_to(ROOT)
-            copy.parent.mkdir(parents=True, exist_ok=True)
-            copy.write_bytes(path.read_bytes())
+    for path in [ROOT / "__init__.py", *(p for package in PACKAGES for p in (ROOT / package).rglob("*.py"))]:
+        copy = tmp_path / path.relative_to(ROOT)
+        copy.parent.mkdir(parents=True, exist_ok=True)
+        copy.write_bytes(path.read_bytes())
     assert upward_imports(tmp_path) == []
     edited = tmp_path / module
     edited.write_text(edited.read_text() + ("\n\ndef _added():\n" if statement.startswith(" ") else "\n") + statement)
@@ -154,10 +169,16 @@ def test_an_upward_import_is_caught(tmp_path, module, statement):
     assert len(bad) == 1 and bad[0].startswith(module + ":"), bad
 
 
+def test_a_bare_import_is_caught(tmp_path):
+    (tmp_path / "stages").mkdir()
+    (tmp_path / "stages" / "a.py").write_text("def f():\n    from pipeline.cli import main\n")
+    assert bare_imports(tmp_path) == ["deid.stages.a imports pipeline.cli"]
+
+
 def test_a_cycle_is_caught(tmp_path):
-    for name, body in {"a": "from stages import b\n", "b": "def f():\n    from stages import c\n",
-                       "c": "import stages.a\n", "d": "from stages import a\n"}.items():
+    for name, body in {"a": "from deid.stages import b\n", "b": "def f():\n    from deid.stages import c\n",
+                       "c": "import deid.stages.a\n", "d": "from deid.stages import a\n"}.items():
         (tmp_path / "stages").mkdir(exist_ok=True)
         (tmp_path / "stages" / f"{name}.py").write_text(body)
     (tmp_path / "stages" / "__init__.py").write_text("")
-    assert import_cycles(tmp_path) == [["stages.a", "stages.b", "stages.c"]]
+    assert import_cycles(tmp_path) == [["deid.stages.a", "deid.stages.b", "deid.stages.c"]]

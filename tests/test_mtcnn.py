@@ -14,7 +14,7 @@ import cv2
 import numpy as np
 import pytest
 
-from models.mtcnn import MTCNN, Detection, default_weights_dir
+from deid.models.mtcnn import MTCNN, Detection, default_weights_dir
 
 DATA = Path(__file__).resolve().parent / "data"
 FIXTURE = json.loads((Path(__file__).parent / "fixtures" / "mtcnn_reference.json").read_text())
@@ -114,7 +114,7 @@ def test_torch_resize_route_matches_cv2(detector: MTCNN, monkeypatch: pytest.Mon
     # here on CPU so the GPU route is covered without a GPU.
     import torch
 
-    from models import mtcnn
+    from deid.models import mtcnn
 
     image = _load("images/single_face.jpg")
     batch = (torch.from_numpy(image).float()[None] - 127.5) / 128

@@ -7,13 +7,13 @@ import cv2
 import numpy as np
 import pytest
 
-from stages.baseline import baseline
-from reports.parrot import estimate_degradation
-from stages.evaluate import evaluate
-from stages.evaluate_config import EvaluateConfig
-from stages.media import iter_frames, probe
-from stages.obfuscate import obfuscate
-from stages.protect_config import ProtectConfig
+from deid.stages.baseline import baseline
+from deid.reports.parrot import estimate_degradation
+from deid.stages.evaluate import evaluate
+from deid.stages.evaluate_config import EvaluateConfig
+from deid.stages.media import iter_frames, probe
+from deid.stages.obfuscate import obfuscate
+from deid.stages.protect_config import ProtectConfig
 from tests.test_evaluate import _landmarks_of_image, _write_video
 
 
@@ -42,8 +42,8 @@ def test_auto_detection_finds_every_strength_deid_can_produce(talking):
 
 @pytest.mark.parametrize("method", ["pixelate", "blur"])
 def test_parrot_reidentifies_deids_own_weak_methods(talking, data_dir, tmp_path, method):
-    from stages.extract import extract
-    from pipeline.config import ExtractConfig
+    from deid.stages.extract import extract
+    from deid.pipeline.config import ExtractConfig
 
     faces = tmp_path / "ex"
     extract(talking["video"], faces, ExtractConfig(), device="cpu", progress=False)
@@ -58,8 +58,8 @@ def test_parrot_reidentifies_deids_own_weak_methods(talking, data_dir, tmp_path,
 
 
 def test_parrot_does_not_reidentify_the_default_mask(talking, data_dir, tmp_path):
-    from stages.extract import extract
-    from pipeline.config import ExtractConfig
+    from deid.stages.extract import extract
+    from deid.pipeline.config import ExtractConfig
 
     faces = tmp_path / "ex"
     extract(talking["video"], faces, ExtractConfig(), device="cpu", progress=False)
@@ -75,8 +75,8 @@ def test_parrot_does_not_reidentify_the_default_mask(talking, data_dir, tmp_path
 
 @pytest.mark.parametrize("method", ["pixelate", "blur"])
 def test_parrot_on_a_multi_face_clip(crowd, data_dir, tmp_path, method):
-    from stages.extract import extract
-    from pipeline.config import ExtractConfig
+    from deid.stages.extract import extract
+    from deid.pipeline.config import ExtractConfig
 
     faces = tmp_path / "ex"
     extract(crowd.path, faces, ExtractConfig(), device="cpu", progress=False)

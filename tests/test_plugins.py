@@ -18,14 +18,14 @@ import cv2
 import numpy as np
 import pytest
 
-from stages.media import iter_frames, probe
+from deid.stages.media import iter_frames, probe
 from tests.media_helpers import cut_clip
 
 ROOT = Path(__file__).resolve().parents[1]
 
 COLOUR = '''
 import numpy as np
-from stages.colour import COLOURS
+from deid.stages.colour import COLOURS
 
 @COLOURS.register("test-grey")
 class Grey:
@@ -36,7 +36,7 @@ class Grey:
 
 DETECTOR = '''
 import os
-from models.detectors import DETECTORS, MtcnnDetector
+from deid.models.detectors import DETECTORS, MtcnnDetector
 
 @DETECTORS.register("test-counting")
 def counting(device, min_face_size):
@@ -56,7 +56,7 @@ def counting(device, min_face_size):
 
 OBFUSCATION = '''
 import numpy as np
-from stages.obfuscation import OBFUSCATIONS
+from deid.stages.obfuscation import OBFUSCATIONS
 
 @OBFUSCATIONS.register("test-white")
 class White:
@@ -70,7 +70,7 @@ class White:
 MASK = '''
 import os
 import numpy as np
-from stages.masks import MASKS
+from deid.stages.masks import MASKS
 
 @MASKS.register("test-square")
 class Square:
@@ -83,8 +83,8 @@ class Square:
 '''
 
 FAMILY = '''
-from models.swap import FAMILIES
-from models.swap.original import Original
+from deid.models.swap import FAMILIES
+from deid.models.swap.original import Original
 
 @FAMILIES.register("test-small")
 class Small(Original):
@@ -99,7 +99,7 @@ class Small(Original):
 
 AU_SOURCE = '''
 import pandas as pd
-from reports.au_source import AU_SOURCES, AuPlugin
+from deid.reports.au_source import AU_SOURCES, AuPlugin
 
 @AU_SOURCES.register("test-brightness")
 class Brightness(AuPlugin):
@@ -119,7 +119,7 @@ class Brightness(AuPlugin):
 '''
 
 METRIC = '''
-from reports.metrics import METRICS, Metric, MetricResult
+from deid.reports.metrics import METRICS, Metric, MetricResult
 
 @METRICS.register("test-red")
 class Red(Metric):
@@ -155,8 +155,8 @@ def clip(tmp_path_factory, data_dir) -> Path:
 
 @pytest.fixture(scope="module")
 def clip_faces(tmp_path_factory, clip) -> Path:
-    from pipeline.config import ExtractConfig
-    from stages.extract import extract
+    from deid.pipeline.config import ExtractConfig
+    from deid.stages.extract import extract
 
     faces = tmp_path_factory.mktemp("faces")
     extract(clip, faces, ExtractConfig(), device="cpu", progress=False)
@@ -164,7 +164,7 @@ def clip_faces(tmp_path_factory, clip) -> Path:
 
 
 def _deid(env: dict[str, str], *args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "pipeline.cli", "-q", *args], env=env, capture_output=True, text=True,
+    return subprocess.run([sys.executable, "-m", "deid.pipeline.cli", "-q", *args], env=env, capture_output=True, text=True,
                           cwd=ROOT, timeout=600)
 
 
@@ -216,7 +216,7 @@ def test_a_colour_plugin_runs_through_convert(plugin_env, clip, clip_faces, tiny
 
 
 def test_a_mask_plugin_runs_through_convert(plugin_env, clip, clip_faces, tiny_model, tmp_path):
-    from stages.checkpoint import load_model
+    from deid.stages.checkpoint import load_model
 
     log = tmp_path / "calls.txt"
     out = tmp_path / "square.mp4"
@@ -256,8 +256,8 @@ def test_a_model_family_plugin_trains_and_is_recorded(plugin_env, clip_faces, tm
     assert state["runs"][-1]["batch_size"] == 2
 
     # Without the plugin the folder is not taken for a damaged one: the message names the family and the fix.
-    from core.errors import DeidError
-    from stages.checkpoint import load_model
+    from deid.core.errors import DeidError
+    from deid.stages.checkpoint import load_model
 
     with pytest.raises(DeidError, match="'test-small', which is not registered here.*DEID_PLUGINS"):
         load_model(model_dir)

@@ -14,11 +14,11 @@ import face_recognition
 import numpy as np
 import pytest
 
-from pipeline.cli import main
-from stages.guard import hold
-from stages.media import iter_frames, probe
-from stages.protect import protect_video
-from stages.protect_config import ProtectConfig
+from deid.pipeline.cli import main
+from deid.stages.guard import hold
+from deid.stages.media import iter_frames, probe
+from deid.stages.protect import protect_video
+from deid.stages.protect_config import ProtectConfig
 
 
 def frames_of(path: Path) -> list[np.ndarray]:
@@ -102,7 +102,7 @@ class _Blind:
 
 
 def test_missed_detections_stay_protected(data_dir, tmp_path, monkeypatch):
-    import stages.protect as protect_mod
+    import deid.stages.protect as protect_mod
 
     real = protect_mod.make_search
     monkeypatch.setattr(protect_mod, "make_search", lambda *a: _Blind(real(*a), range(30, 33)))
@@ -159,9 +159,9 @@ def test_bad_protect_input_is_one_line(tmp_path, capsys):
 
 
 def test_convert_on_the_crowd_swaps_the_target_and_hides_everyone_else(crowd, tiny_model, tmp_path):
-    from pipeline.config import ConvertConfig, ExtractConfig
-    from stages.convert import convert
-    from stages.extract import extract
+    from deid.pipeline.config import ConvertConfig, ExtractConfig
+    from deid.stages.convert import convert
+    from deid.stages.extract import extract
 
     extract(crowd.path, tmp_path / "ex", ExtractConfig(), device="cpu", progress=False)
     summary = convert(crowd.path, tmp_path / "ex", tiny_model, tmp_path / "o.mp4", ConvertConfig(), device="cpu",
@@ -185,9 +185,9 @@ def two_people(tmp_path_factory, data_dir) -> Path:
 
 def test_a_clean_folder_whose_extract_moved_stops_instead_of_exposing(two_people, tiny_model, data_dir, tmp_path,
                                                                       capsys):
-    from pipeline.config import CleanConfig, ExtractConfig
-    from stages.clean import clean
-    from stages.extract import extract
+    from deid.pipeline.config import CleanConfig, ExtractConfig
+    from deid.stages.clean import clean
+    from deid.stages.extract import extract
 
     extract(two_people, tmp_path / "X", ExtractConfig(), device="cpu", progress=False)
     clean(tmp_path / "X", tmp_path / "C", CleanConfig(), references=[data_dir / "identities" / "biden" / "1.jpg"],

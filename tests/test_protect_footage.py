@@ -16,11 +16,11 @@ import face_recognition
 import numpy as np
 import pytest
 
-from pipeline.cli import main
-from core.locks import folder_lock
-from stages.media import iter_frames, probe
-from stages.protect_batch import protect_many
-from stages.protect_config import ProtectConfig
+from deid.pipeline.cli import main
+from deid.core.locks import folder_lock
+from deid.stages.media import iter_frames, probe
+from deid.stages.protect_batch import protect_many
+from deid.stages.protect_config import ProtectConfig
 
 
 def ffmpeg(*args: str) -> None:
@@ -55,7 +55,7 @@ def test_the_judge_sees_the_face_in_the_original(clip):
 
 
 def test_what_the_check_finds_is_repaired_and_checked_again(clip, tmp_path, monkeypatch):
-    import stages.protect as protect_mod
+    import deid.stages.protect as protect_mod
 
     monkeypatch.setattr(protect_mod, "make_search", lambda *a: _Blind())
     code = protect_many([clip], tmp_path / "o", ProtectConfig(), device="cpu", progress=False)
@@ -73,7 +73,7 @@ def test_what_the_check_finds_is_repaired_and_checked_again(clip, tmp_path, monk
 
 
 def test_without_repair_rounds_a_leak_fails_closed_and_its_row_has_numbers(clip, tmp_path, monkeypatch, capsys):
-    import stages.protect as protect_mod
+    import deid.stages.protect as protect_mod
 
     monkeypatch.setattr(protect_mod, "make_search", lambda *a: _Blind())
     code = protect_many([clip], tmp_path / "o", ProtectConfig(repair_rounds=0), device="cpu", progress=False)
@@ -167,7 +167,7 @@ def test_pcm_audio_is_kept_by_reencoding_it(two_tracks, tmp_path):  # noqa: F811
 
 
 def test_a_checker_sharing_a_detector_with_a_union_search_is_refused():
-    from core.errors import ConfigError
+    from deid.core.errors import ConfigError
 
     for search, checker in (("centerface", "centerface"), ("centerface+yunet", "yunet"),
                             ("centerface+yunet", "centerface")):

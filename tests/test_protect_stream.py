@@ -12,10 +12,10 @@ import numpy as np
 import pytest
 import torch
 
-from models.search import make_search
-from models.search.looks import bounded
-from stages.guard import StreamingHold, hold
-from stages.media import iter_frames, probe
+from deid.models.search import make_search
+from deid.models.search.looks import bounded
+from deid.stages.guard import StreamingHold, hold
+from deid.stages.media import iter_frames, probe
 
 ROOT = Path(__file__).resolve().parents[1]
 VIDEO = ROOT / "tests" / "data" / "video"
@@ -93,7 +93,7 @@ def test_4k_protect_stays_within_3_gb(tmp_path):
     subprocess.run(["ffmpeg", "-nostdin", "-v", "error", "-i", str(VIDEO / "talking_1.mp4"), "-frames:v", "12",
                     "-vf", "scale=2160:2160,pad=3840:2160:840:0", "-c:v", "libx264", "-crf", "18", str(clip)],
                    check=True)
-    code = ("import resource, sys; from pipeline.cli import main; code = main(['-q', 'protect', sys.argv[1], '-o', "
+    code = ("import resource, sys; from deid.pipeline.cli import main; code = main(['-q', 'protect', sys.argv[1], '-o', "
             "sys.argv[2], '--device', 'cpu']); print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss); "
             "sys.exit(code)")
     result = subprocess.run([sys.executable, "-c", code, str(clip), str(tmp_path / "out.mp4")], cwd=ROOT,
@@ -104,7 +104,7 @@ def test_4k_protect_stays_within_3_gb(tmp_path):
 
 
 def test_a_folder_reports_its_frames_per_second_and_eta_after_each_clip(caplog):
-    from stages.protect_batch import _FolderProgress
+    from deid.stages.protect_batch import _FolderProgress
 
     clips = [VIDEO / "single_face.mp4", VIDEO / "talking_1.mp4"]
     folder = _FolderProgress(clips, enabled=True)

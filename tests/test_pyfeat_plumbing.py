@@ -90,7 +90,7 @@ def _network_recorded(attempts: list):
 
 @pytest.fixture(scope="module")
 def loaded(weights):
-    from reports.pyfeat_au import load_detector
+    from deid.reports.pyfeat_au import load_detector
 
     attempts: list = []
     with _network_recorded(attempts):
@@ -108,7 +108,7 @@ def detector(loaded):
 def frames() -> list[tuple[int, np.ndarray]]:
     """Five real frames of talking_1.mp4 (every 10th), shrunk to SIDE x SIDE."""
     import cv2
-    from stages.media import iter_frames, probe
+    from deid.stages.media import iter_frames, probe
 
     out = []
     with contextlib.closing(iter_frames(probe(VIDEO), every=10)) as decoded:
@@ -122,7 +122,7 @@ def frames() -> list[tuple[int, np.ndarray]]:
 @pytest.fixture(scope="module")
 def au_table(detector, frames):
     """detect_aus on all frames, 2 at a time, and the batch sizes py-feat's face detector was given."""
-    from reports.pyfeat_au import detect_aus
+    from deid.reports.pyfeat_au import detect_aus
 
     with pytest.MonkeyPatch.context() as monkeypatch:
         batches = _record_batches(detector, monkeypatch)
@@ -159,7 +159,7 @@ def test_detector_is_built_offline_from_the_model_folder(loaded, weights):
     import torch
     from safetensors.torch import load_file
     from pyfeat_weights import REVISION
-    from reports.pyfeat_au import DETECTOR_KWARGS
+    from deid.reports.pyfeat_au import DETECTOR_KWARGS
 
     detector, attempts = loaded
     assert attempts == [], f"load_detector touched the network: {attempts}"
@@ -187,7 +187,7 @@ def test_detector_is_built_offline_from_the_model_folder(loaded, weights):
 
 def test_missing_weights_or_bad_device_give_a_one_line_reason(tmp_path, weights, detector):
     import torch
-    from reports.pyfeat_au import load_detector
+    from deid.reports.pyfeat_au import load_detector
 
     none, reason = load_detector(weights, device="tpu")
     assert none is None and "not a torch device" in reason
@@ -234,7 +234,7 @@ def test_au_table_one_row_per_frame_from_the_largest_face(detector, frames, au_t
 
 def test_calls_on_consecutive_chunks_concatenate_to_one_call(detector, frames, au_table):
     """How a caller streaming a video uses it: one call per chunk of frames, tables concatenated."""
-    from reports.pyfeat_au import detect_aus
+    from deid.reports.pyfeat_au import detect_aus
 
     whole, _ = au_table
     pieces = pd.concat([detect_aus(detector, frames[:1], batch_size=2), detect_aus(detector, frames[1:4], batch_size=3),
@@ -243,7 +243,7 @@ def test_calls_on_consecutive_chunks_concatenate_to_one_call(detector, frames, a
 
 
 def test_a_frame_without_a_face_is_a_nan_row_among_the_others(detector, frames, au_table, monkeypatch):
-    from reports.pyfeat_au import detect_aus
+    from deid.reports.pyfeat_au import detect_aus
 
     black = (999, np.zeros_like(frames[0][1]))
     batches = _record_batches(detector, monkeypatch, drop=lambda image: int(image.max()) == 0)
@@ -256,7 +256,7 @@ def test_a_frame_without_a_face_is_a_nan_row_among_the_others(detector, frames, 
 
 def test_frames_of_two_sizes_and_no_frames(detector, frames):
     import cv2
-    from reports.pyfeat_au import detect_aus
+    from deid.reports.pyfeat_au import detect_aus
 
     narrow = (frames[1][0], cv2.resize(frames[1][1], (SIDE, SIDE * 3 // 4), interpolation=cv2.INTER_AREA))
     table = detect_aus(detector, [frames[0], narrow, frames[2]], batch_size=8)
@@ -268,7 +268,7 @@ def test_frames_of_two_sizes_and_no_frames(detector, frames):
 
 def test_no_face_anywhere_gives_nan_rows(weights, frames, tmp_path):
     from pyfeat_weights import build_no_face_variant
-    from reports.pyfeat_au import detect_aus, load_detector
+    from deid.reports.pyfeat_au import detect_aus, load_detector
 
     detector, reason = load_detector(build_no_face_variant(tmp_path / "no-face-cache", weights))
     assert reason is None, reason
@@ -283,7 +283,7 @@ def test_py_feat_leaves_autograd_as_it_found_it(weights, frames):
     batch worker, the test suite) every backward pass then failed. load_detector/detect_aus restore it."""
     import torch
 
-    from reports.pyfeat_au import detect_aus, load_detector
+    from deid.reports.pyfeat_au import detect_aus, load_detector
 
     assert torch.is_grad_enabled()
     detector, reason = load_detector(weights)

@@ -10,8 +10,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from core.errors import DeidError
-from pipeline.ravdess import build_manifest, configure_parser, parse_actors, parse_name, run_command, scan
+from deid.core.errors import DeidError
+from deid.pipeline.ravdess import build_manifest, configure_parser, parse_actors, parse_name, run_command, scan
 
 from media_helpers import count_frames, cut_clip
 
@@ -237,8 +237,8 @@ def test_command_line_writes_the_manifest(ravdess_tree, donors, tmp_path, capsys
 
 
 def test_the_manifest_is_a_batch_manifest_that_converts_the_chosen_clip(built, ravdess_tree, tmp_path):
-    from pipeline.batch_manifest import load_batch
-    from pipeline.workflow import plan
+    from deid.pipeline.batch_manifest import load_batch
+    from deid.pipeline.workflow import plan
 
     _, manifest = built
     jobs = load_batch(manifest, tmp_path / "runs")
@@ -259,8 +259,8 @@ def test_the_manifest_is_a_batch_manifest_that_converts_the_chosen_clip(built, r
 
 
 def test_a_folder_of_clips_is_concatenated_before_extraction(ravdess_tree, donors, tmp_path):
-    from pipeline.config import config_from_mapping
-    from pipeline.workflow import plan
+    from deid.pipeline.config import config_from_mapping
+    from deid.pipeline.workflow import plan
 
     config = config_from_mapping({"target": str(ravdess_tree / "Actor_02"), "donor": str(donors["female"]),
                                   "runs_dir": str(tmp_path / "runs"), "pair": "folder"}, tmp_path)
@@ -283,7 +283,7 @@ def test_ravdess_manifest_runs_through_deid_batch(ravdess_tree, donors, tmp_path
             "train.preview_every=0", "train.identity_every=0", "evaluate.frames=20", "evaluate.au=none",
             "protect.min_face=40"]  # large faces only: the small-face search is tested in test_protect.py
     runs = tmp_path / "runs"
-    result = subprocess.run([sys.executable, "-m", "pipeline.cli", "-q", "batch", str(manifest), "-o", str(runs),
+    result = subprocess.run([sys.executable, "-m", "deid.pipeline.cli", "-q", "batch", str(manifest), "-o", str(runs),
                              *(arg for item in tiny for arg in ("--set", item))],
                             capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, result.stdout + result.stderr

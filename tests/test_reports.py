@@ -9,16 +9,16 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from core.errors import ConfigError, DeidError
-from reports import au
-from reports.compare import compare
-from reports.geometry import frame_geometry, geometry_preservation, geometry_table
-from reports.html import render_report
-from reports.identity import donor_match
-from reports.summary import EvaluationSummary
-from reports.verdict import Bars, Verdict, judge
-from reports.identity import format_time, identity_frame_table, rank_identification, reidentification
-from stages.evaluate_config import EvaluateConfig
+from deid.core.errors import ConfigError, DeidError
+from deid.reports import au
+from deid.reports.compare import compare
+from deid.reports.geometry import frame_geometry, geometry_preservation, geometry_table
+from deid.reports.html import render_report
+from deid.reports.identity import donor_match
+from deid.reports.summary import EvaluationSummary
+from deid.reports.verdict import Bars, Verdict, judge
+from deid.reports.identity import format_time, identity_frame_table, rank_identification, reidentification
+from deid.stages.evaluate_config import EvaluateConfig
 
 
 @pytest.fixture(scope="module")
@@ -297,7 +297,7 @@ def test_verdict_uses_the_calibrated_expression_measure_without_au():
 
 def test_expression_measure_on_series_with_known_answers():
     """The arithmetic: a copy passes, a constant face fails inside its null band, pose is regressed out."""
-    from reports.expression import MEASURES, expression_preservation
+    from deid.reports.expression import MEASURES, expression_preservation
 
     rng = np.random.default_rng(3)
     n = 40
@@ -353,7 +353,7 @@ NOT_COMPUTED_3DMM = {"description": REAL_3DMM["description"], "computed": False,
 
 
 def test_compare_and_report_show_the_3dmm_metric(tmp_path):
-    from reports.evaluate_html import _metrics
+    from deid.reports.evaluate_html import _metrics
 
     runs = {"swap": REAL_3DMM, "blur": NOT_COMPUTED_3DMM, "older": None}
     for name, metric in runs.items():
@@ -386,8 +386,8 @@ def test_compare_and_report_show_the_3dmm_metric(tmp_path):
 
 
 def test_report_names_the_au_source(openface):
-    from reports.evaluate_html import _au
-    from reports.plots import au_bars, au_timeseries
+    from deid.reports.evaluate_html import _au
+    from deid.reports.plots import au_bars, au_timeseries
 
     summary = _summary("x", 0.72, 0.0, None)
     summary.au = {"computed": False, "source": "blendshapes", "reason": "MediaPipe's face landmarker is missing"}

@@ -14,12 +14,12 @@ import numpy as np
 import pytest
 import torch
 
-from pipeline.config import ExtractConfig
-from stages.alignments import load_alignments
-from stages.augment import plain
-from stages.extract import extract
-from stages.media import iter_frames, probe
-from stages.train_data import MARGIN, Window, frame_to_model, model_input, read_face, window_size
+from deid.pipeline.config import ExtractConfig
+from deid.stages.alignments import load_alignments
+from deid.stages.augment import plain
+from deid.stages.extract import extract
+from deid.stages.media import iter_frames, probe
+from deid.stages.train_data import MARGIN, Window, frame_to_model, model_input, read_face, window_size
 
 SIZE, CENTERING, COVERAGE = 64, "face", 0.875
 

@@ -20,7 +20,7 @@ STAMP = re.compile(r"^(\d\d:\d\d:\d\d) ")
 
 
 def _run(config: Path, *flags: str) -> str:
-    result = subprocess.run([sys.executable, "-m", "pipeline.cli", *flags, "run", str(config)],
+    result = subprocess.run([sys.executable, "-m", "deid.pipeline.cli", *flags, "run", str(config)],
                             stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                             timeout=1200)
     assert result.returncode == 0, result.stderr[-3000:]
@@ -76,7 +76,7 @@ def test_a_long_step_still_logs_and_the_heartbeat_stops_with_the_bar(monkeypatch
     import threading
     import time
 
-    import stages.progress as progress
+    import deid.stages.progress as progress
 
     monkeypatch.setattr(progress, "LOG_EVERY_S", 0.5)
     monkeypatch.setattr(progress.sys.stderr, "isatty", lambda: False, raising=False)

@@ -3,7 +3,7 @@ from pathlib import Path
 
 import pytest
 
-from pipeline.runner import Manifest, StageSpec, run_stage
+from deid.pipeline.runner import Manifest, StageSpec, run_stage
 
 
 def make_spec(tmp_path: Path, calls: list, size: int = 1, fail: bool = False) -> StageSpec:
@@ -147,9 +147,9 @@ def source_copy(tmp_path) -> Path:
 def code_stages(tmp_path: Path, root: Path, stages: tuple = ()) -> list[StageSpec]:
     """extract -> clean (needs it) with workflow.py's module lists, and an unrelated concat, from `root`."""
     specs = []
-    for key, code, needs in stages or (("extract", ("stages.extract",), ()),
-                                       ("clean", ("stages.clean", "stages.extract"), ("extract",)),
-                                       ("concat", ("stages.concat",), ())):
+    for key, code, needs in stages or (("extract", ("deid.stages.extract",), ()),
+                                       ("clean", ("deid.stages.clean", "deid.stages.extract"), ("extract",)),
+                                       ("concat", ("deid.stages.concat",), ())):
         out = tmp_path / f"{key}.txt"
         specs.append(StageSpec(key=key, inputs={"source": tmp_path / "input.txt"}, params={}, outputs=[out],
                                run=lambda out=out: out.write_text("x") and {}, needs=needs, code=code,
@@ -158,7 +158,7 @@ def code_stages(tmp_path: Path, root: Path, stages: tuple = ()) -> list[StageSpe
 
 
 def reasons(specs: list[StageSpec], manifest: Path) -> dict[str, str | None]:
-    from pipeline.runner import code_fingerprint, pending_reason
+    from deid.pipeline.runner import code_fingerprint, pending_reason
 
     code_fingerprint.cache_clear()  # what a new process sees: the fingerprint is cached per process
     return {spec.key: pending_reason(spec, Manifest(manifest)) for spec in specs}
@@ -182,15 +182,15 @@ def test_editing_a_stage_module_makes_it_and_its_dependents_stale(tmp_path, sour
 
 def test_a_module_a_stage_imports_counts_as_its_code(tmp_path, source_copy):
     """The fingerprint follows in-repo imports at any depth, inside functions and relative ones too."""
-    (source_copy / "stages" / "probe.py").write_text("def run():\n    from models import probe_helper\n")
+    (source_copy / "stages" / "probe.py").write_text("def run():\n    from deid.models import probe_helper\n")
     (source_copy / "models" / "probe_helper.py").write_text("from .probe_deep import SCALE\n")
-    (source_copy / "models" / "probe_deep.py").write_text("from core.errors import DeidError\nSCALE = 1\n")
+    (source_copy / "models" / "probe_deep.py").write_text("from deid.core.errors import DeidError\nSCALE = 1\n")
     (tmp_path / "input.txt").write_text("a")
     manifest = tmp_path / "manifest.json"
-    specs = code_stages(tmp_path, source_copy, (("probe", ("stages.probe",), ()), ("concat", ("stages.concat",), ())))
+    specs = code_stages(tmp_path, source_copy, (("probe", ("deid.stages.probe",), ()), ("concat", ("deid.stages.concat",), ())))
     for spec in specs:
         run_stage(spec, Manifest(manifest))
-    (source_copy / "models" / "probe_deep.py").write_text("from core.errors import DeidError\nSCALE = 2\n")
+    (source_copy / "models" / "probe_deep.py").write_text("from deid.core.errors import DeidError\nSCALE = 2\n")
     (source_copy / "core" / "errors.py").write_text("# messages only: no stage's output depends on it\n")
     assert reasons(specs, manifest) == {"probe": "code changed: models/probe_deep.py", "concat": None}
 
@@ -208,9 +208,9 @@ def test_a_record_from_before_fingerprints_counts_as_code_changed(tmp_path):
 
 
 def test_every_planned_stage_fingerprints_its_own_and_its_upstream_modules(tmp_path):
-    from pipeline.config import PipelineConfig
-    from pipeline.runner import code_fingerprint
-    from pipeline.workflow import plan
+    from deid.pipeline.config import PipelineConfig
+    from deid.pipeline.runner import code_fingerprint
+    from deid.pipeline.workflow import plan
 
     _, specs = plan(PipelineConfig(target=tmp_path / "a.mp4", donor=tmp_path / "b.mp4", runs_dir=tmp_path))
     files = {spec.key.split(":")[0]: set(code_fingerprint(spec.code)["files"]) for spec in specs}
@@ -225,30 +225,30 @@ def test_every_planned_stage_fingerprints_its_own_and_its_upstream_modules(tmp_p
 
 def _registries_by_stage() -> dict[str, list]:
     """Which stage looks up which plugin family (the stage's own module is what workflow.py fingerprints)."""
-    from models.detectors import DETECTORS
-    from models.search import SEARCHES
-    from models.swap import FAMILIES
-    from reports.au_source import AU_SOURCES
-    from reports.metrics import METRICS
-    from stages.colour import COLOURS
-    from stages.masks import MASKS
-    from stages.obfuscation import OBFUSCATIONS
+    from deid.models.detectors import DETECTORS
+    from deid.models.search import SEARCHES
+    from deid.models.swap import FAMILIES
+    from deid.reports.au_source import AU_SOURCES
+    from deid.reports.metrics import METRICS
+    from deid.stages.colour import COLOURS
+    from deid.stages.masks import MASKS
+    from deid.stages.obfuscation import OBFUSCATIONS
 
-    return {"stages.extract": [DETECTORS], "stages.train": [FAMILIES],
-            "stages.convert": [FAMILIES, COLOURS, MASKS, OBFUSCATIONS, SEARCHES],
-            "stages.evaluate": [DETECTORS, AU_SOURCES, METRICS]}
+    return {"deid.stages.extract": [DETECTORS], "deid.stages.train": [FAMILIES],
+            "deid.stages.convert": [FAMILIES, COLOURS, MASKS, OBFUSCATIONS, SEARCHES],
+            "deid.stages.evaluate": [DETECTORS, AU_SOURCES, METRICS]}
 
 
 def test_editing_any_built_in_plugin_makes_the_stage_that_uses_it_stale(tmp_path, source_copy):
     """Every registry's built-in modules, as the registry itself lists them: editing one (in a copy of the
     sources) changes the code fingerprint of each stage that may look it up, so `deid run` re-runs it."""
-    from pipeline.runner import code_fingerprint
+    from deid.pipeline.runner import code_fingerprint
 
     for stage, registries in _registries_by_stage().items():
         for registry in registries:
             assert registry.builtin_modules, registry.family
             for module in registry.builtin_modules:
-                path = source_copy.joinpath(*module.split(".")).with_suffix(".py")
+                path = source_copy.joinpath(*module.split(".")[1:]).with_suffix(".py")
                 if not path.is_file():
                     path = path.with_suffix("") / "__init__.py"
                 code_fingerprint.cache_clear()
@@ -265,10 +265,10 @@ def test_editing_any_built_in_plugin_makes_the_stage_that_uses_it_stale(tmp_path
 def test_a_built_in_plugin_and_a_plugin_of_your_own_count_as_code(tmp_path, source_copy, monkeypatch):
     """Registries load their built-in plugins by module name, not by import statement, and the user's own
     plugins come from $DEID_PLUGINS: editing either re-runs the stages that may use it."""
-    from pipeline.runner import code_fingerprint
+    from deid.pipeline.runner import code_fingerprint
 
     code_fingerprint.cache_clear()
-    files = set(code_fingerprint(("stages.convert",))["files"])
+    files = set(code_fingerprint(("deid.stages.convert",))["files"])
     assert {"stages/colour/seamless.py", "stages/masks/components.py", "stages/obfuscation/pixelate.py",
             "models/swap/villain.py"} <= files
 
@@ -279,7 +279,7 @@ def test_a_built_in_plugin_and_a_plugin_of_your_own_count_as_code(tmp_path, sour
     monkeypatch.setenv("DEID_PLUGINS", "my_colour")
     (tmp_path / "input.txt").write_text("a")
     manifest = tmp_path / "manifest.json"
-    specs = code_stages(tmp_path, source_copy, (("convert", ("stages.convert",), ()),))
+    specs = code_stages(tmp_path, source_copy, (("convert", ("deid.stages.convert",), ()),))
     code_fingerprint.cache_clear()
     assert run_stage(specs[0], Manifest(manifest)).ran
     assert reasons(specs, manifest) == {"convert": None}

@@ -16,9 +16,9 @@ import numpy as np
 import pytest
 import torch
 
-from models.search import make_search, names
-from stages.media import iter_frames, probe
-from stages.protect_config import ProtectConfig
+from deid.models.search import make_search, names
+from deid.stages.media import iter_frames, probe
+from deid.stages.protect_config import ProtectConfig
 
 DARK = "eq=brightness=-0.3,noise=alls=25:allf=t"
 IR = "format=gray,eq=brightness=-0.3:contrast=1.3,noise=alls=25:allf=t,format=yuv420p"

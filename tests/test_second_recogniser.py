@@ -18,12 +18,12 @@ import pandas as pd
 import pytest
 import torch
 
-from models import second_recogniser
-from models.face_identity import FaceIdentity
-from models.second_recogniser import SFace, five_points
-from core.errors import DeidError
-from reports.verdict import Bars, judge
-from stages.media import iter_frames, probe, read_image_rgb
+from deid.models import second_recogniser
+from deid.models.face_identity import FaceIdentity
+from deid.models.second_recogniser import SFace, five_points
+from deid.core.errors import DeidError
+from deid.reports.verdict import Bars, judge
+from deid.stages.media import iter_frames, probe, read_image_rgb
 
 
 @pytest.fixture(scope="module")
@@ -184,9 +184,9 @@ def test_evaluate_reports_both_recognisers(data_dir, tmp_path):
     """The original clip as its own 'swap': both recognisers re-identify every frame; the summary, the
     identity table, report.html, `deid compare` and the verdict carry both; trained against dlib, the
     verdict says its findings rest on SFace."""
-    from reports.compare import compare
-    from stages.evaluate import evaluate
-    from stages.evaluate_config import EvaluateConfig
+    from deid.reports.compare import compare
+    from deid.stages.evaluate import evaluate
+    from deid.stages.evaluate_config import EvaluateConfig
     from tests.media_helpers import cut_clip
 
     clip = cut_clip(data_dir / "video" / "talking_1.mp4", tmp_path / "clip.mp4", 0.4, audio=False)

@@ -7,9 +7,9 @@ import io
 import pytest
 import torch
 
-from models.swap import FAMILIES, build_model, family
-from models.swap.blocks import Residual, Upscale
-from core.errors import ConfigError
+from deid.models.swap import FAMILIES, build_model, family
+from deid.models.swap.blocks import Residual, Upscale
+from deid.core.errors import ConfigError
 
 
 @pytest.fixture(autouse=True)

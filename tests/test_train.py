@@ -23,15 +23,15 @@ import numpy as np
 import pytest
 import torch
 
-import stages.train as train_module
-from models.alignment import transform_points
-from core.errors import ConfigError, DeidError
-from stages import checkpoint
-from stages.alignments import load_alignments
-from stages.augment import AugmentSettings, augment, lab_to_rgb, plain, rgb_to_lab
-from stages.train import train
-from stages.train_config import TrainConfig
-from stages.train_data import FaceSet, Window, frame_to_model, window_size
+import deid.stages.train as train_module
+from deid.models.alignment import transform_points
+from deid.core.errors import ConfigError, DeidError
+from deid.stages import checkpoint
+from deid.stages.alignments import load_alignments
+from deid.stages.augment import AugmentSettings, augment, lab_to_rgb, plain, rgb_to_lab
+from deid.stages.train import train
+from deid.stages.train_config import TrainConfig
+from deid.stages.train_data import FaceSet, Window, frame_to_model, window_size
 
 ROOT = Path(__file__).resolve().parents[1]
 SMALL = {"width": 16, "latent": 128, "batch_size": 8}  # `original` at a quarter width: same code, CI-sized
@@ -162,8 +162,8 @@ def test_resume_is_exact(people, tmp_path):
 TRAIN_SCRIPT = """
 import sys
 from pathlib import Path
-from stages.train import train
-from stages.train_config import TrainConfig
+from deid.stages.train import train
+from deid.stages.train_config import TrainConfig
 a, b, out, save_every = sys.argv[1:5]
 config = TrainConfig(width=8, latent=16, batch_size=4, iterations=10 ** 6, save_every=int(save_every),
                      preview_every=0, identity_every=0)

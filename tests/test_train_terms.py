@@ -17,21 +17,21 @@ import torch
 import torch.nn.functional as F
 from pytorch_msssim import ssim
 
-import stages.train as train_module
-from models.alignment import transform_points
-from pipeline.config import load_config
-from core.errors import ConfigError
-from stages.augment import AugmentSettings, Batch, augment
-from stages.expression_loss import ExpressionLoss, expression_labels
-from stages.train import (
+import deid.stages.train as train_module
+from deid.models.alignment import transform_points
+from deid.pipeline.config import load_config
+from deid.core.errors import ConfigError
+from deid.stages.augment import AugmentSettings, Batch, augment
+from deid.stages.expression_loss import ExpressionLoss, expression_labels
+from deid.stages.train import (
     learning_rate,
     reconstruction_loss,
     ssim_map,
     train,
     training_window,
 )
-from stages.train_config import TrainConfig
-from stages.train_data import FaceSet, Window, frame_to_model, window_size
+from deid.stages.train_config import TrainConfig
+from deid.stages.train_data import FaceSet, Window, frame_to_model, window_size
 
 ARCH = {"model": "original", "width": 8, "latent": 16, "batch_size": 4}
 FROZEN = {"input_size": 64, "output_size": 64, "coverage": 0.875}

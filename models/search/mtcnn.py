@@ -13,9 +13,9 @@ from typing import Sequence
 import numpy as np
 import torch
 
-from models.mtcnn import MTCNN
-from models.search import SEARCHES
-from models.search.looks import PIXEL_BUDGET
+from deid.models.mtcnn import MTCNN
+from deid.models.search import SEARCHES
+from deid.models.search.looks import PIXEL_BUDGET
 
 THRESHOLDS = (0.6, 0.7, 0.8)
 

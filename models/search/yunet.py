@@ -17,10 +17,10 @@ from typing import Sequence
 import numpy as np
 import torch
 
-from models.search import SEARCHES
-from models.search.centerface import CenterFaceSearch
-from models.search.looks import merge, search_looks
-from models.yunet import YuNet
+from deid.models.search import SEARCHES
+from deid.models.search.centerface import CenterFaceSearch
+from deid.models.search.looks import merge, search_looks
+from deid.models.yunet import YuNet
 
 THRESHOLD = 0.5  # no box on no_face.mp4 even at 0.3; 0.5 keeps the measured small-face recall at 2x
 _RELIABLE_PX = 24.0

@@ -15,8 +15,8 @@ from __future__ import annotations
 
 from typing import Any, Callable
 
-from core.plugins import Registry
-from models.swap.blocks import SwapModel
+from deid.core.plugins import Registry
+from deid.models.swap.blocks import SwapModel
 
 Family = type[SwapModel]
 
@@ -37,7 +37,7 @@ class FamilyRegistry(Registry[Family]):
 
 
 # Built-in order is the order of the CLI's choices; `original` first, as the default.
-FAMILIES = FamilyRegistry("model family", ["models.swap.original", "models.swap.dfaker", "models.swap.villain"])
+FAMILIES = FamilyRegistry("model family", ["deid.models.swap.original", "deid.models.swap.dfaker", "deid.models.swap.villain"])
 
 
 def family(name: str, key: str | None = None) -> Family:

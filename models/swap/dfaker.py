@@ -10,9 +10,9 @@ from __future__ import annotations
 
 from torch import nn
 
-from models.swap import FAMILIES
-from models.swap.blocks import Residual, Upscale, conv
-from models.swap.original import Original
+from deid.models.swap import FAMILIES
+from deid.models.swap.blocks import Residual, Upscale, conv
+from deid.models.swap.original import Original
 
 
 @FAMILIES.register("dfaker")

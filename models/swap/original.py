@@ -9,8 +9,8 @@ from __future__ import annotations
 
 from torch import nn
 
-from models.swap import FAMILIES
-from models.swap.blocks import ConvBlock, Dense, SwapModel, Upscale, conv, log2_int
+from deid.models.swap import FAMILIES
+from deid.models.swap.blocks import ConvBlock, Dense, SwapModel, Upscale, conv, log2_int
 
 
 def dense_encoder(input_size: int, width: int, latent: int) -> tuple[nn.Sequential, int]:

@@ -18,8 +18,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from models.swap import FAMILIES
-from models.swap.blocks import (
+from deid.models.swap import FAMILIES
+from deid.models.swap.blocks import (
     ConvBlock,
     Dense,
     Residual,

@@ -39,7 +39,7 @@ import torch
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parents[1]))  # run as a script from anywhere: models.tddfa is importable
 
-from models.tddfa import PARAM_STATS_FILE, WEIGHTS_FILE, MobileNetV1  # noqa: E402
+from deid.models.tddfa import PARAM_STATS_FILE, WEIGHTS_FILE, MobileNetV1  # noqa: E402
 
 CHECKPOINT = "weights/mb05_120x120.pth"
 STATS = "configs/param_mean_std_62d_120x120.pkl"

@@ -22,9 +22,9 @@ from typing import ClassVar, Protocol, Sequence
 import numpy as np
 import pandas as pd
 
-from core.errors import DeidError
-from core.plugins import Registry
-from reports import au as au_mod
+from deid.core.errors import DeidError
+from deid.core.plugins import Registry
+from deid.reports import au as au_mod
 
 log = logging.getLogger("deid.evaluate")
 
@@ -80,8 +80,8 @@ class AuPlugin(ABC):
 
 
 AU_SOURCES: Registry[type[AuPlugin]] = Registry(
-    "AU source", ["reports.au_source.pyfeat", "reports.au_source.blendshapes", "reports.au_source.openface",
-                  "reports.au_source.pyfeat_csv", "reports.au_source.none"])
+    "AU source", ["deid.reports.au_source.pyfeat", "deid.reports.au_source.blendshapes", "deid.reports.au_source.openface",
+                  "deid.reports.au_source.pyfeat_csv", "deid.reports.au_source.none"])
 
 
 def note_unavailable(configs: Sequence[AuSettings]) -> None:

@@ -48,7 +48,7 @@ import cv2
 import numpy as np
 import pandas as pd
 
-from models.mediapipe_face import (
+from deid.models.mediapipe_face import (
     BLENDSHAPE_NAMES,
     MIN_PRESENCE,
     FaceMesh,
@@ -56,8 +56,8 @@ from models.mediapipe_face import (
     roi_from_box,
     roi_from_landmarks,
 )
-from models.mediapipe_face import unavailable as mesh_unavailable
-from reports.au_source import AU_SOURCES, AuPlugin, AuSettings
+from deid.models.mediapipe_face import unavailable as mesh_unavailable
+from deid.reports.au_source import AU_SOURCES, AuPlugin, AuSettings
 
 MTCNN_MIN_FACE = 12  # the smallest face MTCNN's first stage can see, px (models/face_identity.py)
 
@@ -116,7 +116,7 @@ class FaceFinder:
     def __init__(self, config: AuSettings, device: str) -> None:
         import torch
 
-        from models.detectors import make_detector
+        from deid.models.detectors import make_detector
 
         self.config = config
         self._device = torch.device(device)

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import pandas as pd
 
-from reports.au_source import AU_SOURCES, AuPlugin, AuSettings
+from deid.reports.au_source import AU_SOURCES, AuPlugin, AuSettings
 
 
 @AU_SOURCES.register("none")

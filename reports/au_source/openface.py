@@ -3,8 +3,8 @@ from __future__ import annotations
 
 import pandas as pd
 
-from reports.au import read_au_table
-from reports.au_source import AU_SOURCES, AuPlugin
+from deid.reports.au import read_au_table
+from deid.reports.au_source import AU_SOURCES, AuPlugin
 
 
 @AU_SOURCES.register("openface")

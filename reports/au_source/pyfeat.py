@@ -8,14 +8,14 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from reports.au_source import AU_SOURCES, AuPlugin, AuSettings
+from deid.reports.au_source import AU_SOURCES, AuPlugin, AuSettings
 
 
 @AU_SOURCES.register("pyfeat")
 class PyFeat(AuPlugin):
     def __init__(self, config: AuSettings, device: str) -> None:
         super().__init__(config, device)
-        from reports.pyfeat_au import (
+        from deid.reports.pyfeat_au import (
             load_detector,  # imports py-feat only when it is the chosen source
         )
 
@@ -25,12 +25,12 @@ class PyFeat(AuPlugin):
 
     @staticmethod
     def unavailable(config: AuSettings) -> str | None:
-        from reports.pyfeat_au import unavailable
+        from deid.reports.pyfeat_au import unavailable
 
         return unavailable(config.pyfeat_model_dir)
 
     def add(self, label: str, frames: list[tuple[int, np.ndarray]]) -> None:
-        from reports.pyfeat_au import detect_aus
+        from deid.reports.pyfeat_au import detect_aus
 
         self._tables[label].append(detect_aus(self.detector, frames, self.config.batch_size))
 

@@ -20,7 +20,7 @@ from typing import Any, Callable, Mapping
 
 import numpy as np
 
-from core.plugins import Registry
+from deid.core.plugins import Registry
 
 log = logging.getLogger("deid.evaluate")
 
@@ -94,7 +94,7 @@ def summarise(values: Mapping[int, float], unit: str = "") -> dict[str, Any]:
 
 
 METRICS: Registry[type[Metric]] = Registry(
-    "metric", ["reports.metrics.landmark_nme", "reports.metrics.face_ssim", "reports.metrics.expression_3dmm"])
+    "metric", ["deid.reports.metrics.landmark_nme", "deid.reports.metrics.face_ssim", "deid.reports.metrics.expression_3dmm"])
 
 
 def make_metrics(names: tuple[str, ...] | None, config: Any) -> MetricSet:

@@ -18,8 +18,8 @@ from typing import Any
 
 import numpy as np
 
-from models.tddfa import MODEL_NAME, POSE_AXES, FaceParams, Tddfa, wrap_degrees
-from reports.metrics import METRICS, Metric, MetricResult, Sample, summarise
+from deid.models.tddfa import MODEL_NAME, POSE_AXES, FaceParams, Tddfa, wrap_degrees
+from deid.reports.metrics import METRICS, Metric, MetricResult, Sample, summarise
 
 MIN_PCC_FRAMES = 3  # Pearson r over fewer pairs is meaningless
 FLAT = 1e-6  # a coefficient whose standard deviation is below this did not move

@@ -10,7 +10,7 @@ from __future__ import annotations
 import cv2
 import numpy as np
 
-from reports.metrics import METRICS, PerFrameMetric, Sample
+from deid.reports.metrics import METRICS, PerFrameMetric, Sample
 
 SIDE = 112
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from reports.metrics import METRICS, PerFrameMetric, Sample
+from deid.reports.metrics import METRICS, PerFrameMetric, Sample
 
 
 @METRICS.register("landmark_nme")

@@ -11,7 +11,7 @@ from typing import Protocol
 
 import numpy as np
 
-from core.plugins import Registry
+from deid.core.plugins import Registry
 
 
 class ColourCorrection(Protocol):
@@ -20,5 +20,5 @@ class ColourCorrection(Protocol):
 
 
 COLOURS: Registry[type[ColourCorrection]] = Registry(
-    "colour correction", ["stages.colour.avg", "stages.colour.transfer", "stages.colour.hist", "stages.colour.seamless",
-     "stages.colour.none"])
+    "colour correction", ["deid.stages.colour.avg", "deid.stages.colour.transfer", "deid.stages.colour.hist", "deid.stages.colour.seamless",
+     "deid.stages.colour.none"])

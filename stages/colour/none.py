@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from stages.colour import COLOURS
+from deid.stages.colour import COLOURS
 
 
 @COLOURS.register("none")

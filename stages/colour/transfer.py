@@ -4,7 +4,7 @@ from __future__ import annotations
 import cv2
 import numpy as np
 
-from stages.colour import COLOURS
+from deid.stages.colour import COLOURS
 
 
 @COLOURS.register("transfer")

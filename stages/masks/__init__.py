@@ -14,7 +14,7 @@ from typing import ClassVar, Protocol
 
 import numpy as np
 
-from core.plugins import Registry
+from deid.core.plugins import Registry
 
 
 class FaceMask(Protocol):
@@ -25,4 +25,4 @@ class FaceMask(Protocol):
 
 
 MASKS: Registry[type[FaceMask]] = Registry(
-    "mask", ["stages.masks.extended", "stages.masks.components", "stages.masks.learned"])
+    "mask", ["deid.stages.masks.extended", "deid.stages.masks.components", "deid.stages.masks.learned"])

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from models.alignment import hull_mask
-from stages.masks import MASKS
+from deid.models.alignment import hull_mask
+from deid.stages.masks import MASKS
 
 
 @MASKS.register("components")

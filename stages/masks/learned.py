@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from stages.masks import MASKS
+from deid.stages.masks import MASKS
 
 
 @MASKS.register("learned")

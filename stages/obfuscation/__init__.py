@@ -12,7 +12,7 @@ from typing import ClassVar, Protocol
 
 import numpy as np
 
-from core.plugins import Registry
+from deid.core.plugins import Registry
 
 
 class Obfuscation(Protocol):
@@ -24,4 +24,4 @@ class Obfuscation(Protocol):
 
 
 OBFUSCATIONS: Registry[type[Obfuscation]] = Registry(
-    "obfuscation", ["stages.obfuscation.mask", "stages.obfuscation.blur", "stages.obfuscation.pixelate"])
+    "obfuscation", ["deid.stages.obfuscation.mask", "deid.stages.obfuscation.blur", "deid.stages.obfuscation.pixelate"])

@@ -4,7 +4,7 @@ from __future__ import annotations
 import cv2
 import numpy as np
 
-from stages.obfuscation import OBFUSCATIONS
+from deid.stages.obfuscation import OBFUSCATIONS
 
 
 @OBFUSCATIONS.register("blur")

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from stages.obfuscation import OBFUSCATIONS
+from deid.stages.obfuscation import OBFUSCATIONS
 
 
 @OBFUSCATIONS.register("mask")
