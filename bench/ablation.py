@@ -22,12 +22,10 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
 
 from deid.bench.machine import machine_info  # noqa: E402
 from deid.bench.quality import DATA, run  # noqa: E402

@@ -136,8 +136,6 @@ def _last_line(text: str) -> str:
 def run_part(part: str, command: Sequence[str], out_json: Path, progress: bool) -> dict:
     """Run one part's script in its own process; its JSON, or {"error", "returncode", ...} if it failed."""
     env = dict(os.environ)
-    # `-m deid.bench.x` must find this checkout even when the package is not installed and the CWD is elsewhere.
-    env["PYTHONPATH"] = os.pathsep.join([str(ROOT)] + [p for p in env.get("PYTHONPATH", "").split(os.pathsep) if p])
     env.setdefault("PYTHONWARNINGS", "ignore:pkg_resources is deprecated:UserWarning")
     start = time.perf_counter()
     with tempfile.TemporaryFile(mode="w+", encoding="utf-8", errors="replace") as stderr:

@@ -9,13 +9,11 @@ weights. Extraction is done beforehand and not timed; the clock covers decode ->
 from __future__ import annotations
 
 import argparse
-import sys
 import tempfile
 import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
 
 import ffmpeg  # noqa: E402
 

@@ -28,12 +28,10 @@ import csv
 import json
 import shutil
 import subprocess
-import sys
 import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
 
 from deid.bench.machine import machine_info  # noqa: E402
 from deid.core.atomic import write_bytes, write_json  # noqa: E402

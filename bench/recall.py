@@ -41,8 +41,6 @@ import cv2
 import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
-if str(ROOT) not in sys.path:
-    sys.path.insert(0, str(ROOT))
 
 SIZE_BUCKETS = ((0, 24, "<24"), (24, 64, "24-64"), (64, 200, "64-200"), (200, 500, "200-500"), (500, 1e9, ">=500"))
 # (name, search, coarse pass, second look): each look alone, then all of them, then the union and the checker.

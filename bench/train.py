@@ -26,7 +26,6 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
 
 from deid.bench.machine import machine_info  # noqa: E402
 from deid.core.atomic import write_json  # noqa: E402
