@@ -32,7 +32,6 @@ from typing import Any, Mapping, Sequence
 from deid.bench.machine import machine_info
 from deid.core.atomic import write_json
 
-ROOT = Path(__file__).resolve().parents[1]
 ALL: tuple[str, ...] = ("extract", "train", "convert", "evaluate")
 # Parts run only when named in --only: quality trains for 20 minutes.
 KNOWN: tuple[str, ...] = ALL + ("quality",)
