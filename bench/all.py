@@ -118,7 +118,7 @@ def run_command(args: argparse.Namespace, progress: bool) -> int:
 def part_command(part: str, out_json: Path, device: str, quick: bool, families: Sequence[str],
                  extra: Sequence[str] = ()) -> list[str]:
     """The argv that runs one part's script, writing its JSON to `out_json`."""
-    command = [sys.executable, "-m", f"bench.{part}", "--out", str(out_json)]
+    command = [sys.executable, "-m", f"deid.bench.{part}", "--out", str(out_json)]
     command += QUICK_ARGS[part] if quick else FULL_ARGS[part]
     if part in DEVICE_PARTS:
         command += ["--device", device]

@@ -43,6 +43,7 @@ def test_bad_part_name_is_a_usage_error(tmp_path, capsys):
     assert not (tmp_path / "b.json").exists()
 
 
+@pytest.mark.slow  # ~35 s: every bench part end to end
 @needs_data
 def test_quick_bench_records_numbers_and_a_failing_part(tmp_path, capsys):
     """extract and evaluate succeed; convert is made to fail (unknown device) and must not stop the others."""

@@ -186,7 +186,9 @@ def test_bad_inputs(tiny_model, extracted, data_dir, tmp_path, capsys):
         assert not (tmp_path / name).exists()
 
 
-@pytest.mark.parametrize("method", ["blur", "pixelate", "mask"])
+# The default run keeps the mask (the default method); blur and pixelate run with -m slow.
+@pytest.mark.parametrize("method", [pytest.param("blur", marks=pytest.mark.slow),
+                                    pytest.param("pixelate", marks=pytest.mark.slow), "mask"])
 def test_baselines_hide_every_face_with_the_same_output_guarantees(extracted, data_dir, tmp_path, method):
     from deid.stages.baseline import baseline
     from deid.stages.protect_config import ProtectConfig

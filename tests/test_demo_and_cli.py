@@ -11,6 +11,7 @@ import pytest
 from deid.pipeline.cli import main
 
 
+@pytest.mark.media  # real models on the demo's clips (built from portraits the dependencies ship)
 def test_demo_runs_every_stage_and_reruns_nothing(tmp_path, capsys):
     out = tmp_path / "demo"
     assert main(["-q", "demo", "-o", str(out), "--device", "cpu", "--iterations", "20"]) == 0

@@ -73,7 +73,7 @@ def test_parrot_does_not_reidentify_the_default_mask(talking, data_dir, tmp_path
         assert s.parrot.get("frames_reidentified", 0) == 0, (forced, s.parrot)
 
 
-@pytest.mark.parametrize("method", ["pixelate", "blur"])
+@pytest.mark.parametrize("method", [pytest.param("pixelate", marks=pytest.mark.slow), "blur"])  # pixelate: ~40 s
 def test_parrot_on_a_multi_face_clip(crowd, data_dir, tmp_path, method):
     from deid.stages.extract import extract
     from deid.pipeline.config import ExtractConfig

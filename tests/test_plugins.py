@@ -145,7 +145,7 @@ def plugin_env(tmp_path_factory) -> dict[str, str]:
     for name, text in PLUGINS.items():
         (folder / f"{name}.py").write_text(text)
     return {**os.environ, "DEID_PLUGINS": ",".join(PLUGINS),
-            "PYTHONPATH": os.pathsep.join([str(folder), str(ROOT)])}
+            "PYTHONPATH": str(folder)}
 
 
 @pytest.fixture(scope="module")

@@ -211,6 +211,7 @@ def test_a_clean_folder_whose_extract_moved_stops_instead_of_exposing(two_people
             assert np.linalg.norm(enc - obama) > 0.6
 
 
+@pytest.mark.slow  # ~40 s for one edge case (header says 98 frames, 95 decode)
 def test_a_clip_without_faces_is_published_untouched(data_dir, tmp_path):
     """no_face.mp4's header says 98 frames, 95 decode: the leak check compares decoded frames."""
     summary = protect_video(data_dir / "video" / "no_face.mp4", tmp_path / "o.mp4", ProtectConfig(), device="cpu",

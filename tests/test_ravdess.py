@@ -272,6 +272,7 @@ def test_a_folder_of_clips_is_concatenated_before_extraction(ravdess_tree, donor
     assert summary["clips"] == 2 and pair.target.video.is_file()
 
 
+@pytest.mark.slow  # ~50 s: a whole batch; the manifest tests above stay in the default run
 def test_ravdess_manifest_runs_through_deid_batch(ravdess_tree, donors, tmp_path):
     """The whole chain on the fake tree: concatenated training video -> train -> convert the chosen clip."""
     import sys

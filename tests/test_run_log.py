@@ -41,6 +41,7 @@ def _gaps(log: str) -> list[tuple[int, str]]:
     return out
 
 
+@pytest.mark.slow  # ~2 min: two whole runs; the batch test checks the log's readability in the default run
 @pytest.mark.timeout(1500)  # two `deid run`s of every stage; the second finds them up to date
 def test_run_log_is_readable_and_never_silent_for_long(tmp_path, data_dir):
     video = data_dir / "video"
