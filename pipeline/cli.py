@@ -14,30 +14,38 @@ from pathlib import Path
 from typing import Sequence
 
 from deid.core.errors import DeidError, disk_error
+from deid.pipeline.cli_settings import add_setting
 
 
 def _extract_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("input", type=Path, help="a video file or a folder of images")
     parser.add_argument("-o", "--output", type=Path, required=True, help="output folder")
-    parser.add_argument("--every", type=int, default=1, help="process every N-th frame (default 1)")
     from deid.models.detectors import DETECTORS
+    from deid.stages.extract_config import ExtractConfig
 
-    parser.add_argument("--detector", choices=DETECTORS.names(), default="mtcnn")
-    parser.add_argument("--size", type=int, default=256, help="aligned crop size in px (default 256)")
-    parser.add_argument("--centering", choices=("head", "face", "legacy"), default="head")
-    parser.add_argument("--device", default="auto", help="auto | cpu | cuda (default auto)")
-    parser.add_argument("--detect-every", type=int, default=1,
-                        help="run the detector every K processed frames, track landmarks in between (default 1)")
-    parser.add_argument("--detect-scale", type=float, default=1.0,
-                        help="downscale frames by this factor for detection only (default 1.0)")
-    parser.add_argument("--min-face-size", type=int, default=40, help="smallest face in px (default 40)")
-    parser.add_argument("--min-score", type=float, default=0.9,
-                        help="mtcnn: lowest face probability kept (default 0.9)")
-    parser.add_argument("--batch-size", type=int, default=8, help="frames per detector batch (default 8)")
-    parser.add_argument("--identity", action="store_true", help="store the 128-d face_recognition embedding")
-    parser.add_argument("--save-frames", action="store_true", help="also write every processed frame as PNG")
+    add_setting(parser, ExtractConfig, "every", "process every N-th frame")
+    add_setting(parser, ExtractConfig, "detector", "face detector", choices=DETECTORS.names())
+    add_setting(parser, ExtractConfig, "size", "aligned crop size in px")
+    add_setting(parser, ExtractConfig, "centering", "what the aligned crop centres on")
+    _device_arg(parser)
+    add_setting(parser, ExtractConfig, "detect_every", "run the detector every K processed frames, track landmarks "
+                "in between")
+    add_setting(parser, ExtractConfig, "detect_scale", "downscale frames by this factor for detection only")
+    add_setting(parser, ExtractConfig, "min_face_size", "smallest face in px")
+    add_setting(parser, ExtractConfig, "min_score", "mtcnn: lowest face probability kept")
+    add_setting(parser, ExtractConfig, "batch_size", "frames per detector batch")
+    add_setting(parser, ExtractConfig, "identity", "store the 128-d face_recognition embedding")
+    add_setting(parser, ExtractConfig, "save_frames", "also write every processed frame as PNG")
     parser.add_argument("--force", action="store_true", help="re-run even if the outputs are up to date")
     _damaged_arg(parser)
+
+
+def _device_arg(parser: argparse.ArgumentParser) -> None:
+    from deid.pipeline.config import PipelineConfig
+
+    # A free string, not pipeline.yaml's three choices: a stand-alone command may also name cuda:N.
+    default = PipelineConfig().device
+    parser.add_argument("--device", default=default, help=f"auto | cpu | cuda | cuda:N (default {default})")
 
 
 def _damaged_arg(parser: argparse.ArgumentParser) -> None:
@@ -51,19 +59,19 @@ def _clean_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("-o", "--output", type=Path, required=True, help="output folder")
     parser.add_argument("--reference", type=Path, action="append", default=[], metavar="IMG",
                         help="photo of the person to keep (repeatable); without one, the input's dominant identity")
-    parser.add_argument("--reference-mode", choices=("mean", "closest"), default="mean",
-                        help="distance to the mean of the references or to the closest one (default mean)")
-    parser.add_argument("--threshold", type=float, default=0.6, help="identity distance threshold (default 0.6)")
-    parser.add_argument("--min-size", type=int, default=40, help="smallest face box side in px (0 = off)")
-    parser.add_argument("--blur", type=float, default=0.35, metavar="RATIO",
-                        help="reject faces less sharp than RATIO x the input's median sharpness (0 = off)")
-    parser.add_argument("--max-landmark-distance", type=float, default=0.1,
-                        help="landmark misfit limit in face units (0 = off)")
-    parser.add_argument("--max-yaw", type=float, default=50.0, help="degrees (0 = off)")
-    parser.add_argument("--max-pitch", type=float, default=40.0, help="degrees (0 = off)")
-    parser.add_argument("--dedupe", action="store_true", help="drop near-duplicate consecutive faces")
-    parser.add_argument("--dedupe-threshold", type=float, default=3.0, help="mean grey-level difference")
-    parser.add_argument("--max-faces", type=int, default=0, help="keep at most N, the most varied (0 = all)")
+    from deid.stages.clean_config import CleanConfig
+
+    add_setting(parser, CleanConfig, "reference_mode", "distance to the mean of the references or to the closest one")
+    add_setting(parser, CleanConfig, "threshold", "identity distance threshold")
+    add_setting(parser, CleanConfig, "min_size", "smallest face box side in px (0 = off)")
+    add_setting(parser, CleanConfig, "blur_ratio", "reject faces less sharp than RATIO x the input's median "
+                "sharpness (0 = off)", flag="--blur", metavar="RATIO")
+    add_setting(parser, CleanConfig, "max_landmark_distance", "landmark misfit limit in face units (0 = off)")
+    add_setting(parser, CleanConfig, "max_yaw", "degrees (0 = off)")
+    add_setting(parser, CleanConfig, "max_pitch", "degrees (0 = off)")
+    add_setting(parser, CleanConfig, "dedupe", "drop near-duplicate consecutive faces")
+    add_setting(parser, CleanConfig, "dedupe_threshold", "mean grey-level difference")
+    add_setting(parser, CleanConfig, "max_faces", "keep at most N, the most varied (0 = all)")
     parser.add_argument("--force", action="store_true", help="re-run even if the outputs are up to date")
 
 
@@ -72,28 +80,20 @@ def _protect_args(parser: argparse.ArgumentParser, method: bool = True) -> None:
     from deid.models.search import names as search_names
     from deid.stages.protect_config import ProtectConfig
 
-    defaults = ProtectConfig()
     if method:
         from deid.stages.obfuscation import OBFUSCATIONS
 
-        parser.add_argument("--method", choices=OBFUSCATIONS.names(), default=defaults.method,
-                            help="how faces are hidden (default mask: a solid fill; blur and pixelate are defeated by "
-                                 "the parrot attack)")
-    parser.add_argument("--search", choices=search_names(), default=defaults.search,
-                        help=f"recall-tuned detector of the protection pass (default {defaults.search})")
-    parser.add_argument("--checker", choices=search_names(), default=defaults.checker,
-                        help=f"leak check detector, different from --search (default {defaults.checker})")
-    parser.add_argument("--min-face", type=int, default=defaults.min_face,
-                        help=f"smallest face searched for, px (default {defaults.min_face})")
-    parser.add_argument("--hold", type=int, default=defaults.hold,
-                        help=f"keep each hidden region this many frames before/after a detection (default {defaults.hold})")
-    parser.add_argument("--check-every", type=int, default=defaults.check_every,
-                        help="leak check reads every N-th output frame (default 1: all)")
-    parser.add_argument("--repair-rounds", type=int, default=defaults.repair_rounds,
-                        help="hide every face the leak check finds, then check again, at most N rounds; what survives "
-                             f"the last round fails the clip (default {defaults.repair_rounds}; 0 = never repair)")
-    parser.add_argument("--audio", choices=("keep", "drop"), default=defaults.audio,
-                        help="keep or drop the audio track (a voice identifies too; default keep)")
+        add_setting(parser, ProtectConfig, "method", "how faces are hidden (mask: a solid fill; blur and pixelate are "
+                    "defeated by the parrot attack)", choices=OBFUSCATIONS.names())
+    add_setting(parser, ProtectConfig, "search", "recall-tuned detector of the protection pass", choices=search_names())
+    add_setting(parser, ProtectConfig, "checker", "leak check detector, different from --search",
+                choices=search_names())
+    add_setting(parser, ProtectConfig, "min_face", "smallest face searched for, px")
+    add_setting(parser, ProtectConfig, "hold", "keep each hidden region this many frames before/after a detection")
+    add_setting(parser, ProtectConfig, "check_every", "leak check reads every N-th output frame (1: all)")
+    add_setting(parser, ProtectConfig, "repair_rounds", "hide every face the leak check finds, then check again, at "
+                "most N rounds; what survives the last round fails the clip (0 = never repair)")
+    add_setting(parser, ProtectConfig, "audio", "keep or drop the audio track (a voice identifies too)")
     parser.add_argument("--allow-leaks", action="store_true",
                         help="publish under the final name even when the leak check finds faces (they are still listed)")
     _damaged_arg(parser)
@@ -131,7 +131,7 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--iterations", type=int, default=None, help="total iterations to reach")
     train.add_argument("--minutes", type=float, default=None, help="stop after this many minutes (0 = no limit)")
     train.add_argument("--batch-size", type=int, default=None)
-    train.add_argument("--device", default="auto")
+    _device_arg(train)
     train.add_argument("--config", type=Path, default=None, help="take the train: section from this pipeline.yaml")
     train.add_argument("--init-from", type=Path, default=None, metavar="MODEL_DIR",
                        help="start a new model from a trained one: its encoder, and its decoder B when the donor is "
@@ -146,15 +146,17 @@ def build_parser() -> argparse.ArgumentParser:
     from deid.stages.masks import MASKS
     from deid.stages.obfuscation import OBFUSCATIONS
 
-    convert.add_argument("--fallback", choices=OBFUSCATIONS.names() + ("none",), default="black",
-                         help="hiding of faces that cannot be swapped (default black: a solid fill; blur and pixelate "
-                              "are defeated by the parrot attack; none leaves them in clear and the leak check fails)")
-    convert.add_argument("--color", choices=COLOURS.names(), default="avg")
-    convert.add_argument("--mask", choices=MASKS.names(), default="extended")
-    convert.add_argument("--max-gap", type=int, default=5, help="interpolate the track over gaps up to N frames")
-    convert.add_argument("--crf", type=int, default=18)
-    convert.add_argument("--device", default="auto")
-    convert.add_argument("--save-frames", action="store_true")
+    from deid.stages.convert_config import ConvertConfig
+
+    add_setting(convert, ConvertConfig, "fallback", "hiding of faces that cannot be swapped (black: a solid fill; "
+                "blur and pixelate are defeated by the parrot attack; none leaves them in clear and the leak check "
+                "fails)", choices=OBFUSCATIONS.names() + ("none",))
+    add_setting(convert, ConvertConfig, "color", "colour correction of the swapped face", choices=COLOURS.names())
+    add_setting(convert, ConvertConfig, "mask", "where the swapped face is blended in", choices=MASKS.names())
+    add_setting(convert, ConvertConfig, "max_gap", "interpolate the track over gaps up to N frames")
+    add_setting(convert, ConvertConfig, "crf", "x264 quality of the output (lower = better, bigger)")
+    _device_arg(convert)
+    add_setting(convert, ConvertConfig, "save_frames", "also write every output frame as PNG")
     _protect_args(convert, method=False)
 
     prot = sub.add_parser("protect", help="hide every face of one or many videos (no donor, no training), leak-checked")
@@ -164,7 +166,7 @@ def build_parser() -> argparse.ArgumentParser:
     prot.add_argument("--recursive", action="store_true",
                       help="also protect the videos in the input folders' subfolders (outputs keep their relative paths)")
     prot.add_argument("--crf", type=int, default=18)
-    prot.add_argument("--device", default="auto")
+    _device_arg(prot)
     _protect_args(prot)
 
     base = sub.add_parser("baseline", help="naive de-identification (mask, blur, pixelate) of every face, leak-checked")
@@ -173,7 +175,7 @@ def build_parser() -> argparse.ArgumentParser:
     base.add_argument("--faces", type=Path, default=None,
                       help="extract folder of this video (default: extract it into <output>.extract/)")
     base.add_argument("--crf", type=int, default=18)
-    base.add_argument("--device", default="auto")
+    _device_arg(base)
     _protect_args(base)
 
     ev = sub.add_parser("evaluate", help="de-identification distance and expression preservation of a swapped video")
@@ -182,24 +184,24 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--ref-original", type=Path, required=True, help="a photo of the original person")
     ev.add_argument("--ref-donor", type=Path, required=True, help="a photo of the donor")
     ev.add_argument("-o", "--output", type=Path, required=True, help="output folder (reports/ inside)")
-    ev.add_argument("--frames", type=int, default=1000, help="frames sampled (default 1000)")
-    ev.add_argument("--seed", type=int, default=0)
     from deid.reports.au_source import AU_SOURCES
     from deid.reports.metrics import METRICS
+    from deid.stages.evaluate_config import EvaluateConfig
 
-    ev.add_argument("--au", choices=AU_SOURCES.names(), default="auto",
-                    help="where AU intensities come from (default auto: pyfeat where its weights are present, else "
-                         "blendshapes, MediaPipe's shipped models; openface and pyfeat-csv read --au-original and "
-                         "--au-swapped)")
-    ev.add_argument("--au-original", type=Path, default=None, help="AU CSV of the original (openface / pyfeat-csv)")
-    ev.add_argument("--au-swapped", type=Path, default=None, help="AU CSV of the swapped video")
-    ev.add_argument("--gallery", type=Path, default=None, help="folder of identities (one sub-folder per person)")
-    ev.add_argument("--parrot", choices=("auto", "blur", "pixelate", "none"), default="auto")
+    add_setting(ev, EvaluateConfig, "frames", "frames sampled")
+    add_setting(ev, EvaluateConfig, "seed", "seed of the frame sample")
+    add_setting(ev, EvaluateConfig, "au", "where AU intensities come from (auto: pyfeat where its weights are "
+                "present, else blendshapes, MediaPipe's shipped models; openface and pyfeat-csv read --au-original "
+                "and --au-swapped)", choices=AU_SOURCES.names())
+    add_setting(ev, EvaluateConfig, "au_original", "AU CSV of the original (openface / pyfeat-csv)")
+    add_setting(ev, EvaluateConfig, "au_swapped", "AU CSV of the swapped video")
+    add_setting(ev, EvaluateConfig, "gallery", "folder of identities (one sub-folder per person)")
+    add_setting(ev, EvaluateConfig, "parrot", "parrot attack: detect blur/pixelation, force one, or skip")
     ev.add_argument("--metric", action="append", choices=METRICS.names(), default=None, dest="metrics",
                     help="a metric of reports/metrics/ to run (repeat for more; default: all of them)")
-    ev.add_argument("--pyfeat-model-dir", type=Path, default=None, help="py-feat weights in the hub cache layout")
+    add_setting(ev, EvaluateConfig, "pyfeat_model_dir", "py-feat weights in the hub cache layout")
     ev.add_argument("--name", default=None, help="label of this run in `deid compare`")
-    ev.add_argument("--device", default="auto", help="auto | cpu | cuda (default auto)")
+    _device_arg(ev)
     _damaged_arg(ev)
 
     cmp_ = sub.add_parser("compare", help="one table across evaluated runs (CSV, Markdown, HTML)")
@@ -242,7 +244,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     demo = sub.add_parser("demo", help="build the built-in example (two public-domain portraits) and run it")
     demo.add_argument("-o", "--output", type=Path, default=Path("deid-demo"))
-    demo.add_argument("--device", default="auto")
+    _device_arg(demo)
     demo.add_argument("--force", action="store_true")
     demo.add_argument("--iterations", type=int, default=300, help="training iterations for the demo model (default 300)")
     return parser

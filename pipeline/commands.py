@@ -10,6 +10,7 @@ import dataclasses
 from typing import TYPE_CHECKING
 
 from deid.core.errors import ConfigError
+from deid.pipeline.cli_settings import option_error, settings_from_args
 from deid.pipeline.config import CleanConfig, ExtractConfig, PipelineConfig
 from deid.pipeline.runner import Manifest, run_stage
 from deid.pipeline.settings_log import log_settings
@@ -19,20 +20,8 @@ if TYPE_CHECKING:
     from deid.stages.protect_config import ProtectConfig
 
 
-def _cli_error(command: str, exc: ConfigError, section: str) -> ConfigError:
-    return ConfigError(f"deid {command}: {str(exc).replace(section + '.', '--').replace('_', '-')}")
-
-
 def run_extract(args: argparse.Namespace, progress: bool) -> None:
-    try:
-        extract_config = ExtractConfig(detector=args.detector, size=args.size, centering=args.centering,
-                                       every=args.every, detect_every=args.detect_every,
-                                       detect_scale=args.detect_scale, min_face_size=args.min_face_size,
-                                       min_score=args.min_score,
-                                       batch_size=args.batch_size, identity=args.identity,
-                                       save_frames=args.save_frames)
-    except ConfigError as exc:
-        raise _cli_error("extract", exc, "extract") from None
+    extract_config = settings_from_args(ExtractConfig, args, "extract", "extract")
     config = PipelineConfig(device=args.device, extract=extract_config, allow_damaged=args.allow_damaged)
     spec = extract_spec("extract", args.input, args.output, config, progress)
     outcome = run_stage(spec, Manifest(args.output / "manifest.json"), force=args.force)
@@ -43,13 +32,7 @@ def run_extract(args: argparse.Namespace, progress: bool) -> None:
 
 
 def run_clean(args: argparse.Namespace, progress: bool) -> None:
-    try:
-        clean_config = CleanConfig(threshold=args.threshold, reference_mode=args.reference_mode, min_size=args.min_size,
-                                   blur=args.blur > 0, blur_ratio=args.blur, max_landmark_distance=args.max_landmark_distance,
-                                   max_yaw=args.max_yaw, max_pitch=args.max_pitch, dedupe=args.dedupe,
-                                   dedupe_threshold=args.dedupe_threshold, max_faces=args.max_faces)
-    except ConfigError as exc:
-        raise _cli_error("clean", exc, "clean") from None
+    clean_config = settings_from_args(CleanConfig, args, "clean", "clean", blur=args.blur_ratio > 0)
     spec = clean_spec("clean", args.input, args.output, clean_config, tuple(args.reference), progress)
     outcome = run_stage(spec, Manifest(args.output / "manifest.json"), force=args.force)
     summary = outcome.summary
@@ -70,7 +53,7 @@ def run_train(args: argparse.Namespace, progress: bool) -> None:
     try:
         config = dataclasses.replace(base, **overrides)
     except ConfigError as exc:
-        raise _cli_error("train", exc, "train") from None
+        raise option_error("train", exc, "train") from None
     log_settings("train", {"device": args.device, **dataclasses.asdict(config)}, f"{args.a_dir} + {args.b_dir} -> {args.output}")
     summary = train(args.a_dir, args.b_dir, args.output, config, device=args.device, progress=progress)
     print(f"{args.output}: iteration {summary.get('iteration')} ({summary.get('stopped')}), "
@@ -80,12 +63,7 @@ def run_train(args: argparse.Namespace, progress: bool) -> None:
 def protect_config(args: argparse.Namespace, command: str) -> "ProtectConfig":
     from deid.stages.protect_config import ProtectConfig
 
-    try:
-        return ProtectConfig(method=getattr(args, "method", "mask"), search=args.search, checker=args.checker,
-                             min_face=args.min_face, hold=args.hold, check_every=args.check_every,
-                             repair_rounds=args.repair_rounds, audio=args.audio)
-    except ConfigError as exc:
-        raise _cli_error(command, exc, "protect") from None
+    return settings_from_args(ProtectConfig, args, command, "protect")
 
 
 def _leak_line(summary: dict) -> str:
@@ -98,11 +76,7 @@ def run_convert(args: argparse.Namespace, progress: bool) -> None:
     from deid.pipeline.config import ConvertConfig
     from deid.stages.convert import convert
 
-    try:
-        config = ConvertConfig(fallback=args.fallback, color=args.color, mask=args.mask, max_gap=args.max_gap,
-                               crf=args.crf, save_frames=args.save_frames)
-    except ConfigError as exc:
-        raise _cli_error("convert", exc, "convert") from None
+    config = settings_from_args(ConvertConfig, args, "convert", "convert")
     protect = protect_config(args, "convert")
     log_settings("convert", {"device": args.device, "allow_leaks": args.allow_leaks, **dataclasses.asdict(config),
                              "protect": protect}, f"{args.video} with {args.model} -> {args.output}")
@@ -146,12 +120,7 @@ def run_evaluate(args: argparse.Namespace, progress: bool) -> None:
     from deid.stages.evaluate import evaluate
     from deid.stages.evaluate_config import EvaluateConfig
 
-    try:
-        config = EvaluateConfig(frames=args.frames, seed=args.seed, au=args.au, au_original=args.au_original,
-                                au_swapped=args.au_swapped, gallery=args.gallery, parrot=args.parrot,
-                                pyfeat_model_dir=args.pyfeat_model_dir, metrics=args.metrics)
-    except ConfigError as exc:
-        raise _cli_error("evaluate", exc, "evaluate") from None
+    config = settings_from_args(EvaluateConfig, args, "evaluate", "evaluate")
     from deid.reports.au_source import note_unavailable
 
     note_unavailable([config])
