@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import errno
 from pathlib import Path
+from typing import Any
 
 
 class DeidError(Exception):
@@ -27,7 +28,7 @@ class LeakError(DeidError):
 
     exit_status = 1
 
-    def __init__(self, message: str, summary: dict | None = None) -> None:
+    def __init__(self, message: str, summary: dict[str, Any] | None = None) -> None:
         super().__init__(message)
         self.summary = summary  # the run's numbers (frames, faces, regions, leaks), for batch tables
 
