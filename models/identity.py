@@ -1,7 +1,7 @@
 """Who is who: reference embeddings, distances, and the dominant identity of a set of faces.
 
 Distances are Euclidean between face_recognition's 128-d embeddings; 0.6 is the recogniser's own
-"same person" threshold (the study the README cites).
+"same person" threshold.
 """
 from __future__ import annotations
 

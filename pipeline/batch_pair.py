@@ -60,7 +60,7 @@ def result_from_outcomes(name: str, outcomes: list[StageOutcome], seconds: float
 
 def link_shared(pair: PairLayout) -> None:
     """runs/<pair>/extract/<id> and clean/<id> as links to the shared folders, so the pair's folder reads
-    like a single-pair run (the layout the README shows under runs/<pair>/)."""
+    like a single-pair run (the layout docs/runner.md shows under runs/<pair>/)."""
     for source in pair.sources():
         if not source.shared:
             continue

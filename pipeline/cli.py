@@ -221,7 +221,7 @@ def build_parser() -> argparse.ArgumentParser:
                        help="local: worker processes on this machine; ray: Ray tasks (pip install 'deid[ray]')")
     batch.add_argument("--address", default=None,
                        help="ray: the cluster to use (default: a private Ray on 127.0.0.1 for this run). A Ray cluster "
-                            "runs any code sent to it: keep it on a private network, with RAY_AUTH_MODE=token (README)")
+                            "runs any code sent to it: keep it on a private network, with RAY_AUTH_MODE=token (docs/batch.md)")
     batch.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", dest="sets",
                        help="override a pipeline.yaml key for every pair, e.g. --set train.iterations=200 (repeatable)")
     batch.add_argument("--config", type=Path, default=None,

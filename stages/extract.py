@@ -1,7 +1,7 @@
 """Extract: find every face in every frame, fit 68 landmarks, align, and write crops, masks and alignments.json.
 
 Input: a video file or a folder of images. Output folder:
-    alignments.json            schema 1 (README, "Stages"): per frame, every face, largest first; [] for no face
+    alignments.json            schema 1 (docs/stages.md): per frame, every face, largest first; [] for no face
     faces/<frame>_<i>.png      aligned crops (size x size, head-centred by default)
     masks/<kind>/<frame>_<i>.png   landmark-hull masks in crop coordinates (components, extended)
     frames/<frame>.png         only with save_frames

@@ -14,7 +14,7 @@ The swapped face is pasted into A's own crop with A's face mask first (what conv
 chip is cut with the fixed similarity that maps the training window's mean face onto dlib's 150 px chip
 template: training faces are aligned to that mean face already, so no landmarks are needed per step.
 
-Caveat (said in the README): the evaluation scores identity with the same recogniser. A term trained
+Caveat (said in docs/stages.md, train): the evaluation scores identity with the same recogniser. A term trained
 against it can fool it more than it fools a person; read its curve with the pictures beside it.
 """
 from __future__ import annotations

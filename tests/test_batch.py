@@ -286,7 +286,7 @@ def test_local_batch_kill_resume_failure_and_shared_donor(tmp_path, clips, decoy
     assert any(line.split() == ["bad", "train", "would", "run:", "last", "run", "failed"] for line in lines)
 
 
-@pytest.mark.slow  # ~2 min; by hand inside `unshare -n` (README), the local batch test covers the same pairs in the default run
+@pytest.mark.slow  # ~2 min; by hand inside `unshare -n` (docs/install.md), the local batch test covers the same pairs in the default run
 def test_ray_batch_runs_pairs_as_tasks_on_a_loopback_only_ray(tmp_path, clips, decoy_cwd):
     pytest.importorskip("ray")  # also puts Ray's bundled psutil on sys.path
     runs = tmp_path / "runs"

@@ -3,7 +3,7 @@ source and an evaluation metric, each in one throwaway file outside the reposito
 `deid protect` / `deid train` / `deid evaluate` from the command line.
 
 Nothing of deid is edited: the files are found through $DEID_PLUGINS (module names) and PYTHONPATH, as
-the README's "Adding a plugin" section says.
+docs/plugins.md says.
 """
 from __future__ import annotations
 

@@ -1,7 +1,7 @@
 """`deid batch --executor ray --address`: a batch on a Ray cluster of two nodes, both started with `ray start`.
 
 Both nodes are on 127.0.0.1 (a private network namespace: Ray puts a cluster node on the host's routable
-address otherwise), with token authentication on (a token in a temporary file, as the README describes),
+address otherwise), with token authentication on (a token in a temporary file, as docs/batch.md describes),
 one CPU each, so the stages of the two pairs spread over both; every stage logs the Ray node it ran on.
 The test stops the nodes it started (SIGTERM to each `ray start --block`, then SIGKILL to anything of theirs
 still alive), never other Ray processes on the machine, whatever happens.
