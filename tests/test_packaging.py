@@ -60,3 +60,18 @@ def test_import_deid_loads_no_heavy_library_and_checks_settings_by_name():
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, cwd="/")
     assert done.returncode == 0, done.stderr[-2000:]
     assert done.stdout.startswith("unknown key 'protect.methd' (known keys in protect: "), done.stdout
+
+
+def test_the_scripting_facade_protects_a_real_clip(data_dir, tmp_path):
+    """`deid.protect` is `deid protect`: the same pass, leak check, outputs and exit status (~17 s)."""
+    import json
+
+    import deid
+    from deid.stages.media import probe
+
+    status = deid.protect([data_dir / "video" / "single_face.mp4"], tmp_path / "out", audio="drop", hold=3)
+    (clip,) = json.loads((tmp_path / "out" / "summary.json").read_text())["clips"]
+    assert status == 0 and clip["status"] == "published" and clip["leaks"] == 0
+    assert clip["faces_found"] == clip["frames"] == 72
+    output = probe(tmp_path / "out" / "single_face.mp4")
+    assert output.frames == 72 and not output.has_audio
