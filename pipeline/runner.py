@@ -45,9 +45,10 @@ MANIFEST_SCHEMA = 1
 _VERSIONED_PACKAGES = ("deid", "torch", "numpy", "opencv-python-headless", "dlib-bin", "mtcnn", "face-recognition")
 SOURCE_ROOT = Path(__file__).resolve().parents[1]  # the `deid` package: a checkout's root, or site-packages/deid
 _CODE_PACKAGES = ("core", "stages", "models", "pipeline", "reports")
+# `deid` itself (the scripting facade, the root __init__.py) is outside these prefixes: it runs no stage's code.
 _CODE_PREFIXES = [["deid", package] for package in _CODE_PACKAGES]
-# Modules stages import that cannot change what they write: bookkeeping, the config loader (whose results
-# reach each record as parameter values) and `deid` itself (the scripting facade). Editing them re-runs nothing.
+# Modules stages import that cannot change what they write: bookkeeping, and the config loader (whose results
+# reach each record as parameter values). Editing them re-runs nothing.
 _NOT_CODE = frozenset({"deid.pipeline.runner", "deid.core.locks", "deid.core.errors", "deid.core.hashing",
                        "deid.pipeline.config"})
 
